@@ -1,0 +1,168 @@
+"""Every error Gether raises, as one tree with stable codes.
+
+::
+
+    GetherError                      code "error"
+    ├── UsageError                   local misuse of the API (the caller's bug)
+    │   ├── InvalidValueError        a value Gether cannot store (NaN, lone surrogate...)
+    │   ├── InvalidPathError         a path that does not name a place in the document
+    │   ├── OutOfRangeError          an index or range outside a list or text
+    │   ├── TypeMismatchError        a container used as another type
+    │   └── ReadOnlyError            an edit on a read-only view (``doc.at(...)``)
+    ├── RemoteError                  input from elsewhere that is malformed or forged
+    │   ├── DecodeError              bytes that are not a valid encoding
+    │   │   └── UnsupportedVersionError   a magic or format version we do not read
+    │   ├── InvalidEventError        a well-formed event that breaks a rule
+    │   │   ├── HashMismatchError    a parent hash that is not the parent's hash
+    │   │   ├── SignatureError       a missing or forged signature
+    │   │   ├── InvalidKeyError      a malformed or small-order public key
+    │   │   └── EquivocationError    one (replica, seq) with two different hashes
+    │   └── LimitExceededError       input over a configured limit
+    └── RejectedEventsError          a batch in which some events were rejected
+
+Each class carries a ``code`` that never changes once released, so that it can
+travel on the wire and be matched by other implementations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+
+class GetherError(Exception):
+    """The root of every error Gether raises."""
+
+    code: ClassVar[str] = "error"
+
+
+class UsageError(GetherError):
+    """The caller used the API in a way it does not allow."""
+
+    code = "usage"
+
+
+class InvalidValueError(UsageError, ValueError):
+    """A value that cannot be stored in a document."""
+
+    code = "invalid_value"
+
+
+class InvalidPathError(UsageError, KeyError):
+    """A path that names nothing in the document."""
+
+    code = "invalid_path"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class OutOfRangeError(UsageError, IndexError):
+    """An index or range outside a list or a text."""
+
+    code = "out_of_range"
+
+
+class TypeMismatchError(UsageError, TypeError):
+    """A container used as a type it is not."""
+
+    code = "type_mismatch"
+
+
+class ReadOnlyError(UsageError):
+    """An edit attempted on a read-only document."""
+
+    code = "read_only"
+
+
+class RemoteError(GetherError):
+    """Input that came from outside this process and is not acceptable."""
+
+    code = "remote"
+
+
+class DecodeError(RemoteError):
+    """Bytes that are not a valid Gether encoding."""
+
+    code = "decode"
+
+
+class UnsupportedVersionError(DecodeError):
+    """A magic number or format version this build does not read."""
+
+    code = "unsupported_version"
+
+
+class InvalidEventError(RemoteError):
+    """A well-formed event that breaks a rule of the event graph or of its types."""
+
+    code = "invalid_event"
+
+
+class HashMismatchError(InvalidEventError):
+    """An event names a parent by a hash that is not that parent's hash."""
+
+    code = "hash_mismatch"
+
+
+class SignatureError(InvalidEventError):
+    """An event whose signature is missing or does not verify."""
+
+    code = "bad_signature"
+
+
+class InvalidKeyError(InvalidEventError):
+    """A public key that is malformed or of small order."""
+
+    code = "invalid_key"
+
+
+class EquivocationError(InvalidEventError):
+    """Two different events claim the same (replica, seq)."""
+
+    code = "equivocation"
+
+
+class LimitExceededError(RemoteError):
+    """Input larger than a configured limit."""
+
+    code = "limit_exceeded"
+
+
+class RejectedEventsError(GetherError):
+    """Some events of a batch were rejected; the others were applied.
+
+    ``rejected`` pairs each rejected event id (or ``None`` when the bytes could
+    not even be decoded) with the error that rejected it.
+    """
+
+    code = "rejected_events"
+
+    def __init__(self, rejected: Sequence[tuple[object, GetherError]]) -> None:
+        self.rejected = tuple(rejected)
+        first = self.rejected[0][1] if self.rejected else None
+        summary = f"{len(self.rejected)} event(s) rejected"
+        if first is not None:
+            summary += f"; first: [{first.code}] {first}"
+        super().__init__(summary)
+
+
+__all__ = [
+    "DecodeError",
+    "EquivocationError",
+    "GetherError",
+    "HashMismatchError",
+    "InvalidEventError",
+    "InvalidKeyError",
+    "InvalidPathError",
+    "InvalidValueError",
+    "LimitExceededError",
+    "OutOfRangeError",
+    "ReadOnlyError",
+    "RejectedEventsError",
+    "RemoteError",
+    "SignatureError",
+    "TypeMismatchError",
+    "UnsupportedVersionError",
+    "UsageError",
+]
