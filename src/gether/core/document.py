@@ -1,0 +1,588 @@
+"""A replica of one document: local edits become events, remote events are
+checked and integrated, and the state is always a function of the event set.
+
+This is the pure core: the replica id, signing key and clock are given to it
+(``gether.Document`` supplies defaults from the environment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Self
+
+from gether.core import proxies
+from gether.core.containers import DELETED, Container, ListState, MapState, Register, TextState
+from gether.core.event import Event, decode_body
+from gether.core.hlc import Clock, HybridClock
+from gether.core.ids import ROOT, ContainerId, EventId, OpId, Version, check_replica_id
+from gether.core.keys import SigningKey
+from gether.core.oplog import EventLog, Vector, check_first_key
+from gether.core.ops import (
+    COUNTER_ADD,
+    LIST_SET,
+    MAP_DELETE,
+    MAP_SET,
+    SEQ_DELETE,
+    Op,
+    op_length,
+)
+from gether.core.state import DocState, OpContext
+from gether.core.values import Kind, NamedRef, NewContainer, check_int, check_key, check_text
+from gether.errors import (
+    DecodeError,
+    GetherError,
+    HashMismatchError,
+    InvalidEventError,
+    InvalidKeyError,
+    OutOfRangeError,
+    ReadOnlyError,
+    RejectedEventsError,
+    TypeMismatchError,
+    UsageError,
+)
+
+PathLike = str | tuple[str | int, ...] | list[str | int]
+
+
+class Document:
+    """One replica of a document (see API.md for the public surface)."""
+
+    def __init__(
+        self, replica_id: str, key: SigningKey, clock: Clock | None = None
+    ) -> None:
+        self._replica = check_replica_id(replica_id)
+        self._key = key
+        self._clock_source = clock
+        self._clock = HybridClock(clock)
+        self._state = DocState()
+        self._log = EventLog(self._replica)
+        self._log.bind_key(self._replica, key.key_id, None)
+        self._read_only = False
+        # the open transaction
+        self._depth = 0
+        self._ops: list[Op] | None = None
+        self._counter = 0
+        self._txn_hlc = 0
+
+    # -- identity -----------------------------------------------------------
+
+    @property
+    def replica_id(self) -> str:
+        return self._replica
+
+    @property
+    def key(self) -> SigningKey:
+        return self._key
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    # -- transactions ---------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Self]:
+        """Group edits into one event; if the block raises, none of them happen."""
+        self._check_writable()
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._rollback()
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self._commit()
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyError("this document is a read-only view")
+
+    def _begin(self) -> tuple[int, int]:
+        """The counter and HLC stamp of the next local op."""
+        if self._ops is None:
+            self._check_writable()
+            self._ops = []
+            self._counter = self._log.next_counter(self._replica)
+            self._txn_hlc = self._clock.tick()
+        return self._counter, self._txn_hlc
+
+    def _push(self, op: Op) -> None:
+        assert self._ops is not None
+        self._ops.append(op)
+        self._counter += op_length(op)
+        if self._depth == 0:
+            self._commit()
+
+    def _commit(self) -> None:
+        ops = self._ops
+        self._ops = None
+        if not ops:
+            return
+        log = self._log
+        me = self._replica
+        chain = log.chains.get(me)
+        seq = len(chain) + 1 if chain else 1
+        heads = log.heads
+        parents = tuple(sorted(heads.items())) if len(heads) > 1 else tuple(heads.items())
+        prev = None
+        if chain and (me, seq - 1) not in heads:
+            prev = chain[-1].hash
+        key = self._key
+        event = Event(
+            EventId(me, seq),
+            chain[-1].end if chain else 0,
+            log.max_lamport + 1,
+            self._txn_hlc,
+            key.key_id,
+            key.public_bytes if seq == 1 else None,
+            parents,
+            prev,
+            tuple(ops),
+        )
+        log.record(event, log.vector_for([p for p, _ in parents], me) if parents else {})
+
+    def _rollback(self) -> None:
+        self._ops = None
+        self._state = self._rebuilt_state(self._log.events_since(None))
+
+    @staticmethod
+    def _rebuilt_state(events: Iterable[Event]) -> DocState:
+        state = DocState()
+        for event in events:
+            _apply_ops(state, event)
+        return state
+
+    # -- local edits, called by the proxies --------------------------------------
+
+    def _container(self, container_id: ContainerId, kind: Kind) -> Any:
+        container = self._state.containers.get(container_id)
+        if container is None:
+            if container_id[0].startswith("/"):
+                return self._state.named(container_id[0][1:], kind)
+            raise UsageError("this container no longer exists")
+        if container.kind is not kind:
+            raise TypeMismatchError(f"expected a {kind.name.lower()}, found a {container.kind.name.lower()}")
+        return container
+
+    def _text_insert(self, container_id: ContainerId, pos: int, text: str) -> None:
+        container: TextState = self._container(container_id, Kind.TEXT)
+        if not text:
+            return
+        check_text(text)
+        if not 0 <= pos <= container.seq.visible:
+            raise OutOfRangeError(f"insert at {pos} outside text of length {container.seq.visible}")
+        counter, _ = self._begin()
+        self._push(self._state.local_text_insert(container, pos, self._replica, counter, text))
+
+    def _seq_delete(self, container_id: ContainerId, kind: Kind, pos: int, count: int) -> None:
+        container = self._container(container_id, kind)
+        if count <= 0:
+            return
+        if pos < 0 or pos + count > container.seq.visible:
+            raise OutOfRangeError(
+                f"delete {count} at {pos} outside sequence of length {container.seq.visible}"
+            )
+        self._begin()
+        if kind is Kind.TEXT:
+            spans = container.seq.local_delete(pos, count)
+        else:
+            elements = [container.element_at(pos + i) for i in range(count)]
+            for element in elements:
+                self._state._delete_element(container, element)
+            spans = _spans_of(elements)
+        self._push((SEQ_DELETE, container_id, tuple(spans)))
+
+    def _list_insert(self, container_id: ContainerId, pos: int, values: list[Any]) -> None:
+        container: ListState = self._container(container_id, Kind.LIST)
+        if not values:
+            return
+        if not 0 <= pos <= container.seq.visible:
+            raise OutOfRangeError(f"insert at {pos} outside list of length {container.seq.visible}")
+        op_values = tuple(proxies.check_value(v) for v in values)
+        with self.transaction():
+            counter, hlc = self._begin()
+            op = self._state.local_list_insert(
+                container, pos, self._replica, counter, tuple(v for v, _ in op_values), hlc
+            )
+            self._push(op)
+            for i, (_, nested) in enumerate(op_values):
+                self._fill((self._replica, counter + i), nested)
+
+    def _list_set(self, container_id: ContainerId, index: int, value: Any) -> None:
+        container: ListState = self._container(container_id, Kind.LIST)
+        if not 0 <= index < container.seq.visible:
+            raise OutOfRangeError(f"index {index} outside list of length {container.seq.visible}")
+        op_value, nested = proxies.check_value(value)
+        element_id = container.element_at(index)
+        with self.transaction():
+            counter, hlc = self._begin()
+            register = container.elements[element_id].register
+            pred = register.live_ids()
+            self._state._create(op_value, (self._replica, counter))
+            register.apply((hlc, self._replica, counter, op_value), pred)
+            self._push((LIST_SET, container_id, element_id, op_value, pred))
+            self._fill((self._replica, counter), nested)
+
+    def _list_move(self, container_id: ContainerId, src: int, dst: int) -> None:
+        container: ListState = self._container(container_id, Kind.LIST)
+        length = container.seq.visible
+        if not (0 <= src < length and 0 <= dst < length):
+            raise OutOfRangeError(f"move {src} -> {dst} outside list of length {length}")
+        if src == dst:
+            return
+        counter, hlc = self._begin()
+        self._push(self._state.local_list_move(container, src, dst, self._replica, counter, hlc))
+
+    def _map_set(self, container_id: ContainerId, key: str, value: Any) -> None:
+        container: MapState = self._container(container_id, Kind.MAP)
+        check_key(key)
+        op_value, nested = proxies.check_value(value)
+        with self.transaction():
+            op_id = self._map_write(container, key, op_value)
+            self._fill(op_id, nested)
+
+    def _map_write(self, container: MapState, key: str, op_value: Any) -> OpId:
+        counter, hlc = self._begin()
+        register = container.entries.get(key)
+        if register is None:
+            register = container.entries[key] = Register()
+        pred = register.live_ids()
+        value = op_value if op_value is not DELETED else DELETED
+        self._state._create(value, (self._replica, counter))
+        register.apply((hlc, self._replica, counter, value), pred)
+        if op_value is DELETED:
+            self._push((MAP_DELETE, container.id, key, pred))
+        else:
+            self._push((MAP_SET, container.id, key, op_value, pred))
+        return (self._replica, counter)
+
+    def _map_delete(self, container_id: ContainerId, key: str) -> None:
+        container: MapState = self._container(container_id, Kind.MAP)
+        if self._state.map_value(container, key) is DELETED:
+            raise KeyError(key)
+        self._map_write(container, key, DELETED)
+
+    def _counter_add(self, container_id: ContainerId, delta: int) -> None:
+        container = self._container(container_id, Kind.COUNTER)
+        if type(delta) is not int:
+            raise TypeMismatchError("counters count in integers")
+        check_int(delta)
+        check_int(container.value + delta)
+        self._begin()
+        container.value += delta
+        self._push((COUNTER_ADD, container_id, delta))
+
+    def _fill(self, container_id: OpId, nested: Any) -> None:
+        """Populate a container just created by a write, from the plain value."""
+        if nested is None:
+            return
+        kind, content = nested
+        if kind is Kind.MAP:
+            for key, value in content.items():
+                self._map_set(container_id, key, value)
+        elif kind is Kind.LIST:
+            self._list_insert(container_id, 0, list(content))
+        elif kind is Kind.TEXT:
+            self._text_insert(container_id, 0, content)
+        elif kind is Kind.COUNTER and content:
+            self._counter_add(container_id, content)
+
+    def _named(self, name: str, kind: Kind) -> ContainerId:
+        """Get or create the named top-level container and link it at the root."""
+        check_key(name)
+        ref = NamedRef(name, kind)
+        root: MapState = self._state.containers[ROOT]  # type: ignore[assignment]
+        register = root.entries.get(name)
+        winner = register.winner() if register is not None else None
+        if winner is None or winner[3] != ref:
+            if not self._read_only:
+                with self.transaction():
+                    self._map_write(root, name, ref)
+        return self._state.named(name, kind).id
+
+    # -- reading ------------------------------------------------------------------
+
+    def to_json(self) -> Any:
+        return self._state.to_json()
+
+    def _wrap(self, value: Any) -> Any:
+        return proxies.wrap(self, value)
+
+    # -- events ----------------------------------------------------------------------
+
+    @property
+    def version(self) -> Version:
+        return self._log.version()
+
+    @property
+    def heads(self) -> tuple[EventId, ...]:
+        return tuple(sorted(self._log.heads))
+
+    @property
+    def event_count(self) -> int:
+        return len(self._log)
+
+    @property
+    def pending(self) -> frozenset[EventId]:
+        """Received events still waiting (for their parents or for authentication)."""
+        return frozenset(self._log.staged)
+
+    def events_since(self, version: Version | None = None) -> list[Event]:
+        """The events a replica at ``version`` lacks (all if None), parents first.
+        The newest event of this replica among them is signed."""
+        if version is not None and not isinstance(version, Version):
+            raise UsageError("events_since takes a gether.Version or None")
+        self._commit_if_open()
+        events = self._log.events_since(version)
+        self._sign_tips(events)
+        return events
+
+    def _commit_if_open(self) -> None:
+        if self._depth:
+            raise UsageError("finish the transaction before exchanging events")
+
+    def _sign_tips(self, events: list[Event]) -> None:
+        for event in reversed(events):
+            if event.id[0] == self._replica:
+                if event.signature is None:
+                    event.signature = self._key.sign(event.hash)
+                return
+
+    def apply_events(self, events: Iterable[Event | bytes]) -> int:
+        """Take in events from elsewhere, in any order, duplicates included.
+
+        Events whose parents (or signature) have not arrived wait in a buffer.
+        Every event is checked before it changes anything; events that fail are
+        rejected whole and reported together in a ``RejectedEventsError``, after
+        the good ones are applied. Returns the number of events applied.
+        """
+        self._check_writable()
+        self._commit_if_open()
+        log = self._log
+        errors: list[tuple[object, GetherError]] = []
+        for item in events:
+            try:
+                event = item if isinstance(item, Event) else Event.from_bytes(item)
+                log.stage(event)
+            except GetherError as exc:
+                errors.append((getattr(item, "id", None), exc))
+        errors.extend(log.authenticate())
+        applied = 0
+        while True:
+            ready = [e for e in log.ready() if e.id in log.staged]
+            if not ready:
+                break
+            for event in ready:
+                if event.id not in log.staged:
+                    continue  # rejected as a dependent meanwhile
+                try:
+                    self._integrate(event)
+                except GetherError as exc:
+                    errors.extend(log.reject(event.id, exc))
+                    continue
+                log.unstage(event.id)
+                applied += 1
+        if errors:
+            raise RejectedEventsError(errors)
+        return applied
+
+    def _integrate(self, event: Event) -> None:
+        """Check a trusted event whose parents are applied, then apply it."""
+        log = self._log
+        author, seq = event.id
+        max_lamport = 0
+        max_hlc = 0
+        for parent_id, digest in event.parents:
+            parent = log.get(parent_id)
+            assert parent is not None
+            if parent.hash != digest:
+                raise HashMismatchError(f"{event.id} names {parent_id} by a wrong hash")
+            max_lamport = max(max_lamport, parent.lamport)
+            max_hlc = max(max_hlc, parent.hlc)
+        if event.lamport != max_lamport + 1:
+            raise InvalidEventError(f"{event.id}: lamport must be {max_lamport + 1}")
+        if event.hlc <= max_hlc:
+            raise InvalidEventError(f"{event.id}: clock must exceed its parents'")
+        if event.counter != log.next_counter(author):
+            raise InvalidEventError(f"{event.id}: counter must be {log.next_counter(author)}")
+        vector = self._vector_of(event)
+        if seq == 1:
+            key = check_first_key(event)
+        else:
+            bound = log.key_of(author)
+            if event.public_key is not None or bound is None or bound[0] != event.key_id:
+                raise InvalidKeyError(f"{event.id} is not signed with its replica's key")
+            key = None
+            if event.prev_hash() != log.chains[author][-1].hash:
+                raise HashMismatchError(f"{event.id} does not follow its author's previous event")
+        ctx = OpContext(author, event.counter, lambda r, c: log.counter_in_past(vector, r, c))
+        counter = event.counter
+        state = self._state
+        for op in event.ops:
+            state.check(op, ctx, counter)
+            counter += op_length(op)
+        _apply_ops(state, event)
+        if seq == 1:
+            log.bind_key(author, event.key_id, key)
+        log.record(event, vector)
+        self._clock.observe(event.hlc)
+
+    def _vector_of(self, event: Event) -> Vector:
+        """The event's causal past on other replicas; checks that its author's
+        previous event is part of it."""
+        author, seq = event.id
+        parents = [p for p, _ in event.parents]
+        full = self._log.full_vector(parents)
+        if full.get(author, 0) != seq - 1:
+            raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
+        if len(parents) == 1 and parents[0][0] == author:
+            return self._log.vector_for(parents, author)
+        full.pop(author, None)
+        return full
+
+    # -- history ---------------------------------------------------------------------
+
+    def at(self, version: Version) -> Self:
+        """A read-only document holding exactly the events of ``version``."""
+        if not isinstance(version, Version):
+            raise UsageError("at() takes a gether.Version")
+        self._commit_if_open()
+        for replica, seq in version.items():
+            if seq > len(self._log.chains.get(replica, ())):
+                raise UsageError(f"version names {replica}@{seq}, which this replica lacks")
+        events = [
+            e for chain in self._log.chains.values() for e in chain if version.includes(e.id)
+        ]
+        for event in events:
+            if not all(version.includes(p) for p, _ in event.parents):
+                raise UsageError("version is not causally closed")
+        view = self._spawn(self._replica, self._key)
+        view._replay(sorted(events, key=lambda e: (e.lamport, e.id)))
+        view._read_only = True
+        return view
+
+    def _spawn(self, replica_id: str, key: SigningKey) -> Self:
+        doc = object.__new__(type(self))
+        Document.__init__(doc, replica_id, key, self._clock_source)
+        return doc
+
+    def _replay(self, events: Iterable[Event]) -> None:
+        """Apply events known to be valid (our own history), in causal order."""
+        log = self._log
+        for event in events:
+            _apply_ops(self._state, event)
+            author = event.id[0]
+            if event.id[1] == 1 and author != self._replica:
+                log.bind_key(author, event.key_id, check_first_key(event))
+            parents = [p for p, _ in event.parents]
+            log.record(event, log.vector_for(parents, author) if parents else {})
+            self._clock.observe(event.hlc)
+
+    def fork(self, replica_id: str | None = None, key: SigningKey | None = None) -> Self:
+        """A new replica with the same events, to edit apart and ``merge`` later."""
+        replica_id, key = self._identity(replica_id, key)
+        self._commit_if_open()
+        self._sign_tips(self._log.events_since(None))
+        doc = self._spawn(replica_id, key)
+        doc._replay(self._log.events_since(None))
+        return doc
+
+    def merge(self, other: Document) -> int:
+        """Take in every event of ``other`` that this replica lacks."""
+        return self.apply_events(other.events_since(self.version))
+
+    @classmethod
+    def _identity(
+        cls, replica_id: str | None, key: SigningKey | None
+    ) -> tuple[str, SigningKey]:
+        if replica_id is None or key is None:
+            raise UsageError("a core document needs an explicit replica id and key")
+        return replica_id, key
+
+    # -- the Pythonic surface ------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        root: MapState = self._state.containers[ROOT]  # type: ignore[assignment]
+        value = self._state.map_value(root, key)
+        if value is DELETED:
+            raise KeyError(key)
+        return self._wrap(value)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._map_set(ROOT, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._map_delete(ROOT, key)
+
+    def __contains__(self, key: object) -> bool:
+        root: MapState = self._state.containers[ROOT]  # type: ignore[assignment]
+        return isinstance(key, str) and self._state.map_value(root, key) is not DELETED
+
+    def keys(self) -> list[str]:
+        return list(self.to_json().keys())
+
+    def text(self, name: str) -> proxies.TextProxy:
+        return proxies.TextProxy(self, self._named(name, Kind.TEXT))
+
+    def list(self, name: str) -> proxies.ListProxy:
+        return proxies.ListProxy(self, self._named(name, Kind.LIST))
+
+    def map(self, name: str) -> proxies.MapProxy:
+        return proxies.MapProxy(self, self._named(name, Kind.MAP))
+
+    def counter(self, name: str) -> proxies.CounterProxy:
+        return proxies.CounterProxy(self, self._named(name, Kind.COUNTER))
+
+    def root(self) -> proxies.MapProxy:
+        return proxies.MapProxy(self, ROOT)
+
+    def get(self, path: PathLike, default: Any = None) -> Any:
+        """The plain value at a path (``"todos/0/text"`` or a tuple), or ``default``."""
+        try:
+            value = proxies.resolve_path(self, proxies.split_path(path))
+        except (KeyError, IndexError):
+            return default
+        return proxies.plain(value)
+
+    def apply_update(self, path: PathLike, value: Any) -> None:
+        """Set the value at a path: a map key or a list index."""
+        parts = proxies.split_path(path)
+        if not parts:
+            raise UsageError("apply_update needs a non-empty path")
+        parent = proxies.resolve_path(self, parts[:-1]) if len(parts) > 1 else self.root()
+        last = parts[-1]
+        if isinstance(parent, proxies.MapProxy) and isinstance(last, str):
+            parent[last] = value
+        elif isinstance(parent, proxies.ListProxy):
+            parent[int(last)] = value
+        else:
+            raise proxies.path_error(parts, "does not name a map key or list index")
+
+    def __repr__(self) -> str:
+        return f"<Document {self._replica} {self.event_count} event(s)>"
+
+
+def _apply_ops(state: DocState, event: Event) -> None:
+    counter = event.counter
+    author = event.id[0]
+    hlc = event.hlc
+    for op in event.ops:
+        state.apply(op, author, counter, hlc)
+        counter += op_length(op)
+
+
+def _spans_of(elements: list[OpId]) -> list[tuple[str, int, int]]:
+    spans: list[tuple[str, int, int]] = []
+    for replica, counter in sorted(elements):
+        if spans and spans[-1][0] == replica and spans[-1][1] + spans[-1][2] == counter:
+            spans[-1] = (replica, spans[-1][1], spans[-1][2] + 1)
+        else:
+            spans.append((replica, counter, 1))
+    return spans
+
+
+__all__ = ["Document"]

@@ -1,0 +1,278 @@
+"""Events: one atomic change by one replica, hashed and signed.
+
+An event's identity is the SHA-256 of its *body*, a canonical msgpack encoding
+of everything but the signature::
+
+    [FORMAT, replica, seq, counter, lamport, hlc, key_id, public_key | nil,
+     parents: [[replica, seq, hash], ...], prev: hash | nil, ops: [...]]
+
+Parents are named with their hashes, so the hash of an event covers its whole
+causal past (a Merkle DAG). ``prev`` is the hash of the author's previous event
+when that event is not among the parents (nil otherwise, and for seq 1), so a
+replica's own events always form a hash chain: a signature on an event vouches
+for every earlier event of its author, and a replica need only sign the newest
+event of each batch it sends. ``public_key`` is carried by a replica's first
+event, which binds the replica id to that key; later events name the key by
+``key_id``.
+
+Decoding is strict: the body must re-encode to the same bytes, so one event has
+exactly one encoding and therefore one hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgpack
+
+from gether.core.ids import EventId
+from gether.core.keys import KEY_ID_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from gether.core.ops import Op, ops_length
+from gether.core.values import Kind, NamedRef, NewContainer
+from gether.errors import DecodeError, UnsupportedVersionError
+
+FORMAT = 1
+EVENT_MAGIC = b"GTe\x01"
+HASH_SIZE = 32
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+_EXT_NEW = 1
+_EXT_NAMED = 2
+
+Parent = tuple[EventId, bytes]
+
+
+def _ext_default(value: object) -> msgpack.ExtType:
+    if type(value) is NewContainer:
+        return msgpack.ExtType(_EXT_NEW, bytes((value.kind,)))
+    if type(value) is NamedRef:
+        return msgpack.ExtType(_EXT_NAMED, bytes((value.kind,)) + value.name.encode())
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    try:
+        if code == _EXT_NEW and len(data) == 1:
+            return NewContainer(Kind(data[0]))
+        if code == _EXT_NAMED and len(data) >= 1:
+            return NamedRef(data[1:].decode(), Kind(data[0]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"bad container value: {exc}") from exc
+    raise DecodeError(f"unknown extension type {code}")
+
+
+_packer = msgpack.Packer(default=_ext_default, use_bin_type=True, autoreset=True)
+
+
+def pack(value: Any) -> bytes:
+    """Canonical msgpack: smallest integer forms, float64, tuples as arrays."""
+    out: bytes = _packer.pack(value)
+    return out
+
+
+def unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(
+            data, use_list=False, raw=False, ext_hook=_ext_hook, strict_map_key=True
+        )
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+        raise DecodeError(f"malformed msgpack: {exc}") from exc
+    except Exception as exc:  # msgpack raises its own StackError, UnpackValueError...
+        if isinstance(exc, (RecursionError, MemoryError)) or "msgpack" in type(exc).__module__:
+            raise DecodeError(f"malformed msgpack: {exc!r}") from exc
+        raise
+
+
+class Event:
+    """One immutable, hashed event. ``signature`` may be filled in later (lazily
+    by its author, when it first leaves the replica)."""
+
+    __slots__ = (
+        "body",
+        "counter",
+        "end",
+        "hash",
+        "hlc",
+        "id",
+        "key_id",
+        "lamport",
+        "ops",
+        "parents",
+        "prev",
+        "public_key",
+        "signature",
+    )
+
+    def __init__(
+        self,
+        event_id: EventId,
+        counter: int,
+        lamport: int,
+        hlc: int,
+        key_id: bytes,
+        public_key: bytes | None,
+        parents: tuple[Parent, ...],
+        prev: bytes | None,
+        ops: tuple[Op, ...],
+        body: bytes | None = None,
+        signature: bytes | None = None,
+    ) -> None:
+        self.id = event_id
+        self.counter = counter
+        self.lamport = lamport
+        self.hlc = hlc
+        self.key_id = key_id
+        self.public_key = public_key
+        self.parents = parents
+        self.prev = prev
+        self.ops = ops
+        self.end = counter + ops_length(ops)
+        if body is None:
+            body = pack(
+                (
+                    FORMAT,
+                    event_id[0],
+                    event_id[1],
+                    counter,
+                    lamport,
+                    hlc,
+                    key_id,
+                    public_key,
+                    tuple((p[0], p[1], h) for p, h in parents),
+                    prev,
+                    ops,
+                )
+            )
+        self.body = body
+        self.hash = hashlib.sha256(body).digest()
+        self.signature = signature
+
+    @property
+    def author(self) -> str:
+        return self.id[0]
+
+    @property
+    def seq(self) -> int:
+        return self.id[1]
+
+    def prev_hash(self) -> bytes | None:
+        """The hash this event claims for its author's previous event."""
+        if self.prev is not None:
+            return self.prev
+        previous = (self.id[0], self.id[1] - 1)
+        for parent, digest in self.parents:
+            if parent == previous:
+                return digest
+        return None
+
+    def to_bytes(self) -> bytes:
+        return EVENT_MAGIC + pack((self.body, self.signature))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Event:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise DecodeError("an event is bytes")
+        data = bytes(data)
+        if len(data) > MAX_EVENT_BYTES:
+            raise DecodeError("event larger than the limit")
+        if data[:3] != EVENT_MAGIC[:3]:
+            raise DecodeError("not a Gether event")
+        if data[3:4] != EVENT_MAGIC[3:]:
+            raise UnsupportedVersionError(f"event format {data[3:4].hex()} is not supported")
+        outer = unpack(data[4:])
+        if type(outer) is not tuple or len(outer) != 2 or type(outer[0]) is not bytes:
+            raise DecodeError("malformed event envelope")
+        body, signature = outer
+        if signature is not None and (type(signature) is not bytes or len(signature) != 64):
+            raise DecodeError("malformed signature")
+        return decode_body(body, signature)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Event):
+            return self.hash == other.hash and self.signature == other.signature
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.hash)
+
+    def __repr__(self) -> str:
+        return f"Event({self.id[0]}@{self.id[1]}, {len(self.ops)} op(s), {self.hash[:6].hex()})"
+
+
+def _is_id(value: Any) -> bool:
+    return (
+        type(value) is tuple
+        and len(value) == 2
+        and type(value[0]) is str
+        and type(value[1]) is int
+        and value[1] >= 0
+    )
+
+
+def decode_body(body: bytes, signature: bytes | None = None) -> Event:
+    """Parse and structurally check an event body (ops are judged later, against
+    the event's causal past)."""
+    fields = unpack(body)
+    if type(fields) is not tuple or not fields:
+        raise DecodeError("malformed event body")
+    if fields[0] != FORMAT:
+        raise UnsupportedVersionError(f"event body format {fields[0]!r} is not supported")
+    if len(fields) != 11:
+        raise DecodeError("malformed event body")
+    _, replica, seq, counter, lamport, hlc, key_id, public_key, parents, prev, ops = fields
+    for name, number in (("seq", seq), ("counter", counter), ("lamport", lamport), ("hlc", hlc)):
+        if type(number) is not int or number < 0 or number >= 2**63:
+            raise DecodeError(f"malformed {name}")
+    if seq < 1 or type(replica) is not str or not _is_id((replica, seq)):
+        raise DecodeError("malformed event id")
+    if type(key_id) is not bytes or len(key_id) != KEY_ID_SIZE:
+        raise DecodeError("malformed key id")
+    if public_key is not None and (type(public_key) is not bytes or len(public_key) != 32):
+        raise DecodeError("malformed public key")
+    if prev is not None and (type(prev) is not bytes or len(prev) != HASH_SIZE):
+        raise DecodeError("malformed prev hash")
+    if type(parents) is not tuple or type(ops) is not tuple or not ops:
+        raise DecodeError("malformed parents or ops")
+    parsed: list[Parent] = []
+    for parent in parents:
+        if (
+            type(parent) is not tuple
+            or len(parent) != 3
+            or not _is_id(parent[:2])
+            or parent[1] < 1
+            or type(parent[2]) is not bytes
+            or len(parent[2]) != HASH_SIZE
+        ):
+            raise DecodeError("malformed parent")
+        parsed.append((EventId(parent[0], parent[1]), parent[2]))
+    if len({p for p, _ in parsed}) != len(parsed):
+        raise DecodeError("duplicate parent")
+    for op in ops:
+        if type(op) is not tuple or not op or type(op[0]) is not int:
+            raise DecodeError("malformed op")
+    try:
+        event = Event(
+            EventId(replica, seq),
+            counter,
+            lamport,
+            hlc,
+            key_id,
+            public_key,
+            tuple(parsed),
+            prev,
+            ops,
+            body=body,
+            signature=signature,
+        )
+        canonical = pack(fields)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise DecodeError(f"malformed event: {exc}") from exc
+    if canonical != body:
+        raise DecodeError("event body is not in canonical form")
+    return event
+
+
+__all__ = ["EVENT_MAGIC", "HASH_SIZE", "PUBLIC_KEY_SIZE", "SIGNATURE_SIZE", "Event", "decode_body"]

@@ -1,0 +1,315 @@
+"""The event graph of one document: what has been applied, what waits, and
+the causal questions the rest of the core asks about it.
+
+Applied events form a causally closed set, kept as one chain per replica
+(``chains[r][seq - 1]``). Events that arrive early wait in ``staged`` until
+they are authenticated and their parents are applied; then the document
+checks and applies them in causal order.
+
+Authentication follows each author's hash chain (see ``event.py``): a staged
+event is trusted when its own signature verifies, or when the next event of
+its author is trusted and names it by its hash.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from gether.core.event import Event
+from gether.core.ids import EventId, Version
+from gether.core.keys import check_public_key, key_id_of, verify
+from gether.errors import (
+    EquivocationError,
+    GetherError,
+    HashMismatchError,
+    InvalidEventError,
+    InvalidKeyError,
+    SignatureError,
+)
+
+Vector = dict[str, int]
+_EMPTY: Vector = {}
+
+
+class EventLog:
+    __slots__ = (
+        "_counter_starts",
+        "local",
+        "_keys",
+        "_vectors",
+        "chains",
+        "heads",
+        "max_lamport",
+        "rejected",
+        "staged",
+        "trusted",
+    )
+
+    def __init__(self, local: str) -> None:
+        self.local = local
+        self.chains: dict[str, list[Event]] = {}
+        self.heads: dict[EventId, bytes] = {}
+        self.max_lamport = 0
+        # per replica: the causal past of each event on other replicas, shared
+        # between consecutive events that saw nothing new.
+        self._vectors: dict[str, list[Vector]] = {}
+        self._counter_starts: dict[str, list[int]] = {}
+        self._keys: dict[str, tuple[bytes, Ed25519PublicKey | None]] = {}
+        self.staged: dict[EventId, Event] = {}
+        self.trusted: set[EventId] = set()
+        self.rejected: dict[EventId, bytes] = {}
+
+    # -- what is applied -----------------------------------------------------
+
+    def __len__(self) -> int:
+        return sum(len(chain) for chain in self.chains.values())
+
+    def get(self, event_id: EventId) -> Event | None:
+        chain = self.chains.get(event_id[0])
+        if chain is not None and 0 < event_id[1] <= len(chain):
+            return chain[event_id[1] - 1]
+        return None
+
+    def version(self) -> Version:
+        return Version({r: len(chain) for r, chain in self.chains.items()})
+
+    def next_counter(self, replica: str) -> int:
+        chain = self.chains.get(replica)
+        return chain[-1].end if chain else 0
+
+    def events_since(self, version: Version | None) -> list[Event]:
+        """Applied events not in ``version``, parents first."""
+        out: list[Event] = []
+        for replica, chain in self.chains.items():
+            have = version.get(replica, 0) if version is not None else 0
+            out.extend(chain[have:])
+        out.sort(key=_causal_order)
+        return out
+
+    def all_events(self) -> Iterator[Event]:
+        for chain in self.chains.values():
+            yield from chain
+
+    # -- causality -------------------------------------------------------------
+
+    def full_vector(self, parents: Iterable[EventId]) -> Vector:
+        """For each replica, the highest seq in the causal past of ``parents``."""
+        merged: Vector = {}
+        for replica, seq in parents:
+            for other, other_seq in self._vectors[replica][seq - 1].items():
+                if other_seq > merged.get(other, 0):
+                    merged[other] = other_seq
+            if seq > merged.get(replica, 0):
+                merged[replica] = seq
+        return merged
+
+    def vector_for(self, parents: list[EventId], author: str) -> Vector:
+        """The causal past, on replicas other than ``author``, of an event with
+        these parents (shared with the parent when nothing new was seen)."""
+        if len(parents) == 1 and parents[0][0] == author:
+            return self._vectors[author][parents[0][1] - 1]
+        merged = self.full_vector(parents)
+        merged.pop(author, None)
+        return merged or _EMPTY
+
+    def counter_in_past(self, vector: Vector, replica: str, counter: int) -> bool:
+        """Is the element ``(replica, counter)`` made by an event of ``vector``?"""
+        seq = vector.get(replica, 0)
+        if not seq:
+            return False
+        return counter < self.chains[replica][seq - 1].end
+
+    def counter_owner(self, replica: str, counter: int) -> EventId | None:
+        """The event that made counter ``counter`` of ``replica``."""
+        starts = self._counter_starts.get(replica)
+        if not starts:
+            return None
+        seq = bisect_right(starts, counter)
+        if seq == 0 or counter >= self.chains[replica][seq - 1].end:
+            return None
+        return EventId(replica, seq)
+
+    # -- recording -----------------------------------------------------------
+
+    def record(self, event: Event, vector: Vector) -> None:
+        """Add an applied event (checked by the caller)."""
+        replica = event.id[0]
+        chain = self.chains.get(replica)
+        if chain is None:
+            chain = self.chains[replica] = []
+            self._vectors[replica] = []
+            self._counter_starts[replica] = []
+        chain.append(event)
+        self._vectors[replica].append(vector)
+        self._counter_starts[replica].append(event.counter)
+        heads = self.heads
+        for parent, _ in event.parents:
+            heads.pop(parent, None)
+        heads[event.id] = event.hash
+        if event.lamport > self.max_lamport:
+            self.max_lamport = event.lamport
+
+    def bind_key(self, replica: str, key_id: bytes, key: Ed25519PublicKey | None) -> None:
+        self._keys[replica] = (key_id, key)
+
+    def key_of(self, replica: str) -> tuple[bytes, Ed25519PublicKey | None] | None:
+        return self._keys.get(replica)
+
+    # -- arrival: staging and authentication ------------------------------------
+
+    def stage(self, event: Event) -> bool:
+        """Take an event in; False if it is already known (a duplicate)."""
+        event_id = event.id
+        applied = self.get(event_id)
+        if applied is not None:
+            if applied.hash != event.hash:
+                raise EquivocationError(f"{event_id} already exists with another hash")
+            if applied.signature is None and event.signature is not None:
+                applied.signature = event.signature
+            return False
+        if event_id[0] == self.local:
+            raise InvalidEventError(f"{event_id}: only this replica makes its own events")
+        if event_id in self.rejected:
+            raise InvalidEventError(f"{event_id} was rejected before")
+        staged = self.staged.get(event_id)
+        if staged is not None:
+            if staged.hash != event.hash:
+                raise EquivocationError(f"{event_id} is already waiting with another hash")
+            if staged.signature is None and event.signature is not None:
+                staged.signature = event.signature
+            return False
+        self.staged[event_id] = event
+        return True
+
+    def authenticate(self) -> list[tuple[EventId, GetherError]]:
+        """Trust what can be trusted among staged events; return those rejected."""
+        errors: list[tuple[EventId, GetherError]] = []
+        for event_id, event in list(self.staged.items()):
+            if event_id in self.trusted or event_id not in self.staged:
+                continue
+            if event.signature is not None:
+                try:
+                    verdict = self._verify_signature(event)
+                except GetherError as exc:
+                    errors.extend(self.reject(event_id, exc))
+                    continue
+                if verdict:
+                    self._trust_chain(event, errors)
+            else:
+                after = self._trusted_successor(event_id)
+                if after is not None:
+                    self._trust_chain(after, errors)
+        return errors
+
+    def _trusted_successor(self, event_id: EventId) -> Event | None:
+        successor = EventId(event_id[0], event_id[1] + 1)
+        if successor in self.trusted:
+            return self.staged[successor]
+        return None
+
+    def _key_for(self, event: Event) -> Ed25519PublicKey | None:
+        replica = event.id[0]
+        bound = self._keys.get(replica)
+        if bound is not None:
+            key_id, key = bound
+            if key_id != event.key_id:
+                raise SignatureError(f"{event.id} names a key that is not its replica's")
+            return key
+        first = event if event.id[1] == 1 else self.staged.get(EventId(replica, 1))
+        if first is None or first.public_key is None:
+            return None  # wait until the replica's first event arrives
+        if key_id_of(first.public_key) != event.key_id:
+            raise SignatureError(f"{event.id} names a key that is not its replica's")
+        return check_public_key(first.public_key)
+
+    def _verify_signature(self, event: Event) -> bool:
+        """True if verified, False if the key is not known yet; raises if forged."""
+        key = self._key_for(event)
+        if key is None:
+            return False
+        assert event.signature is not None
+        if not verify(key, event.signature, event.hash):
+            raise SignatureError(f"{event.id}: signature does not verify")
+        return True
+
+    def _trust_chain(self, event: Event, errors: list[tuple[EventId, GetherError]]) -> None:
+        """Trust ``event`` and, down its author's hash chain, the staged events it vouches for."""
+        self.trusted.add(event.id)
+        while True:
+            claimed = event.prev_hash()
+            previous = EventId(event.id[0], event.id[1] - 1)
+            before = self.staged.get(previous)
+            if before is None or previous in self.trusted or claimed is None:
+                return
+            if before.hash != claimed:
+                errors.extend(
+                    self.reject(previous, HashMismatchError(f"{previous} is not the event its author signed"))
+                )
+                return
+            self.trusted.add(previous)
+            event = before
+
+    def reject(self, event_id: EventId, error: GetherError) -> list[tuple[EventId, GetherError]]:
+        """Drop a staged event and every staged event that depends on it."""
+        out: list[tuple[EventId, GetherError]] = []
+        work: list[tuple[EventId, GetherError]] = [(event_id, error)]
+        while work:
+            current, why = work.pop()
+            event = self.staged.pop(current, None)
+            if event is None and out:
+                continue  # reached twice
+            self.trusted.discard(current)
+            if event is not None:
+                self.rejected[current] = event.hash
+            out.append((current, why))
+            dependent = InvalidEventError(f"depends on rejected {current}")
+            successor = (current[0], current[1] + 1)
+            for other_id, other in self.staged.items():
+                if other_id == successor or any(p == current for p, _ in other.parents):
+                    work.append((other_id, dependent))
+        return out
+
+    def ready(self) -> list[Event]:
+        """Trusted staged events whose parents are all applied, parents first."""
+        out: list[Event] = []
+        progress = True
+        taken: set[EventId] = set()
+        while progress:
+            progress = False
+            for event_id in sorted(self.trusted - taken, key=_id_order(self.staged)):
+                event = self.staged[event_id]
+                own = EventId(event_id[0], event_id[1] - 1)
+                if (own[1] == 0 or self.get(own) is not None or own in taken) and all(
+                    self.get(p) is not None or p in taken for p, _ in event.parents
+                ):
+                    out.append(event)
+                    taken.add(event_id)
+                    progress = True
+        return out
+
+    def unstage(self, event_id: EventId) -> None:
+        self.staged.pop(event_id, None)
+        self.trusted.discard(event_id)
+
+
+def _causal_order(event: Event) -> tuple[int, str, int]:
+    return event.lamport, event.id[0], event.id[1]
+
+
+def _id_order(staged: dict[EventId, Event]):  # type: ignore[no-untyped-def]
+    def key(event_id: EventId) -> tuple[int, str, int]:
+        return _causal_order(staged[event_id])
+
+    return key
+
+
+def check_first_key(event: Event) -> Ed25519PublicKey:
+    """The key a replica's first event binds it to."""
+    if event.public_key is None:
+        raise InvalidKeyError(f"{event.id} is a replica's first event and carries no public key")
+    if key_id_of(event.public_key) != event.key_id:
+        raise InvalidKeyError(f"{event.id}: key id does not match its public key")
+    return check_public_key(event.public_key)

@@ -1,0 +1,80 @@
+"""The ops an event carries, as plain tuples (they are the hot path).
+
+Every op starts with its ``OpKind`` and the id of the container it edits. An op
+consumes counters of its author: a text insert one per character, a list insert
+one per element, anything else one. The op's id is the author's counter at its
+start, so the elements an insert creates are named by consecutive ids.
+
+=================  ===========================================================
+kind               fields after ``(kind, container)``
+=================  ===========================================================
+MAP_SET            key, value, pred (ids of the writes it overwrites)
+MAP_DELETE         key, pred
+LIST_INSERT        origin_left, origin_right, values (tuple)
+TEXT_INSERT        origin_left, origin_right, text
+SEQ_DELETE         spans: ((replica, counter, length), ...)
+LIST_SET           element, value, pred
+LIST_MOVE          element, origin_left, origin_right
+COUNTER_ADD        delta
+=================  ===========================================================
+
+Origins are element ids or ``None`` (the start or the end of the sequence).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+Op = tuple[Any, ...]
+
+
+class OpKind(IntEnum):
+    MAP_SET = 1
+    MAP_DELETE = 2
+    LIST_INSERT = 3
+    TEXT_INSERT = 4
+    SEQ_DELETE = 5
+    LIST_SET = 6
+    LIST_MOVE = 7
+    COUNTER_ADD = 8
+
+
+MAP_SET = OpKind.MAP_SET.value
+MAP_DELETE = OpKind.MAP_DELETE.value
+LIST_INSERT = OpKind.LIST_INSERT.value
+TEXT_INSERT = OpKind.TEXT_INSERT.value
+SEQ_DELETE = OpKind.SEQ_DELETE.value
+LIST_SET = OpKind.LIST_SET.value
+LIST_MOVE = OpKind.LIST_MOVE.value
+COUNTER_ADD = OpKind.COUNTER_ADD.value
+
+
+def op_length(op: Op) -> int:
+    """How many counters ``op`` consumes."""
+    kind = op[0]
+    if kind == TEXT_INSERT:
+        return len(op[4])
+    if kind == LIST_INSERT:
+        return len(op[4])
+    return 1
+
+
+def ops_length(ops: tuple[Op, ...]) -> int:
+    return sum(op_length(op) for op in ops)
+
+
+def describe(op: Op) -> str:
+    """A short human summary, for logs and the CLI."""
+    kind = OpKind(op[0])
+    if kind is OpKind.TEXT_INSERT:
+        return f"insert {len(op[4])} char(s)"
+    if kind is OpKind.LIST_INSERT:
+        return f"insert {len(op[4])} item(s)"
+    if kind is OpKind.SEQ_DELETE:
+        return f"delete {sum(span[2] for span in op[2])}"
+    if kind in (OpKind.MAP_SET, OpKind.MAP_DELETE):
+        return f"{kind.name.lower()} {op[2]!r}"
+    if kind is OpKind.COUNTER_ADD:
+        return f"add {op[2]}"
+    return kind.name.lower()

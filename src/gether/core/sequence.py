@@ -1,0 +1,502 @@
+"""The sequence CRDT under Text and List: ordered elements that every replica
+integrates into the same order, whatever order the inserts arrive in.
+
+Each element has an id ``(replica, counter)`` and two origins, the ids of its
+neighbours when it was inserted. Concurrent inserts between the same origins
+are ordered by the YjsMod / FugueMax rule (Gentle and Kleppmann, "Eg-walker";
+Weidner et al., "The Art of the Fugue"), which never interleaves two runs typed
+concurrently at the same place.
+
+Storage is run-length encoded: consecutive elements by one replica, with
+consecutive counters, inserted left to right, share one ``Run`` whose inner
+elements have implicit origins (left = the previous element, right = the run's
+right origin). Typing a paragraph costs one run, not one entry per character.
+Deleted elements stay as tombstones (their ids are needed to place later
+inserts) but no longer count towards the visible length.
+
+Runs live in a list of small blocks, each caching its visible length, and a
+cursor remembers the last block visited, so edits near the previous one (the
+common case when typing) find their place without scanning from the start.
+A per-replica sorted index finds the run holding a given id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from gether.core.ids import OpId
+
+_BLOCK_MAX = 48
+_FAR = 1 << 62
+_START_KEY = (-1, 0, 0)
+_END_KEY = (_FAR, 0, 0)
+
+Span = tuple[str, int, int]
+"""``(replica, counter, length)``: a range of consecutive element ids."""
+
+
+class Run:
+    """Consecutive elements of one replica stored as one entry."""
+
+    __slots__ = ("block", "content", "counter", "deleted", "left", "length", "replica", "right")
+
+    def __init__(
+        self,
+        replica: str,
+        counter: int,
+        length: int,
+        content: Any,
+        left: OpId | None,
+        right: OpId | None,
+        deleted: bool,
+        block: Block,
+    ) -> None:
+        self.replica = replica
+        self.counter = counter
+        self.length = length
+        self.content = content
+        self.left = left
+        self.right = right
+        self.deleted = deleted
+        self.block = block
+
+    def __repr__(self) -> str:
+        state = "deleted" if self.deleted else "live"
+        return f"Run({self.replica}:{self.counter}+{self.length} {state} {self.content!r})"
+
+
+class Block:
+    __slots__ = ("runs", "size", "visible")
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+        self.visible = 0
+        self.size = 0
+
+
+class Sequence:
+    """An ordered, run-length encoded set of elements with tombstones.
+
+    ``content`` of a run is a ``str`` for text; for lists it is ``None`` (each
+    element is its own value slot) or, for a slot made by a move, the id of the
+    element that moved there.
+    """
+
+    __slots__ = ("_cursor", "_index", "blocks", "text", "visible")
+
+    def __init__(self, text: bool) -> None:
+        self.text = text
+        self.blocks: list[Block] = [Block()]
+        self.visible = 0
+        self._cursor = (0, 0)
+        self._index: dict[str, tuple[Any, dict[int, Run]]] = {}
+
+    # -- looking things up -------------------------------------------------
+
+    def _add_to_index(self, run: Run) -> None:
+        entry = self._index.get(run.replica)
+        if entry is None:
+            entry = self._index[run.replica] = (SortedList(), {})
+        entry[0].add(run.counter)
+        entry[1][run.counter] = run
+
+    def find(self, element: OpId) -> tuple[Run, int] | None:
+        """The run holding ``element`` and its offset in it, if any."""
+        entry = self._index.get(element[0])
+        if entry is None:
+            return None
+        starts, runs = entry
+        counter = element[1]
+        i = starts.bisect_right(counter) - 1
+        if i < 0:
+            return None
+        run: Run = runs[starts[i]]
+        offset = counter - run.counter
+        if offset >= run.length:
+            return None
+        return run, offset
+
+    def contains_span(self, replica: str, counter: int, length: int) -> bool:
+        """True if every id of the span is an element of this sequence."""
+        end = counter + length
+        while counter < end:
+            found = self.find((replica, counter))
+            if found is None:
+                return False
+            run, offset = found
+            counter += run.length - offset
+        return True
+
+    def _locate(self, pos: int) -> tuple[int, int, int, int]:
+        """``(block index, visible count before block, run index, offset)`` of
+        the pos-th visible element (0 <= pos < visible)."""
+        blocks = self.blocks
+        bi, prefix = self._cursor
+        if bi >= len(blocks):
+            bi, prefix = 0, 0
+        if pos >= prefix:
+            while pos >= prefix + blocks[bi].visible:
+                prefix += blocks[bi].visible
+                bi += 1
+        else:
+            while prefix > pos:
+                bi -= 1
+                prefix -= blocks[bi].visible
+        self._cursor = (bi, prefix)
+        rest = pos - prefix
+        runs = blocks[bi].runs
+        ri = 0
+        while True:
+            run = runs[ri]
+            if not run.deleted:
+                if rest < run.length:
+                    return bi, prefix, ri, rest
+                rest -= run.length
+            ri += 1
+
+    def _key(self, element: OpId | None, start: bool) -> tuple[int, int, int]:
+        """A sortable key for an element's place in the sequence."""
+        if element is None:
+            return _START_KEY if start else _END_KEY
+        found = self.find(element)
+        if found is None:  # callers check references before integrating
+            raise KeyError(element)
+        run, offset = found
+        block = run.block
+        return self.blocks.index(block), block.runs.index(run), offset
+
+    def index_of(self, element: OpId) -> int | None:
+        """The visible index of ``element``, or None if it is deleted or absent."""
+        found = self.find(element)
+        if found is None or found[0].deleted:
+            return None
+        run, offset = found
+        block = run.block
+        pos = offset
+        for other in block.runs:
+            if other is run:
+                break
+            if not other.deleted:
+                pos += other.length
+        for other_block in self.blocks:
+            if other_block is block:
+                break
+            pos += other_block.visible
+        return pos
+
+    def id_at(self, pos: int) -> OpId:
+        bi, _, ri, offset = self._locate(pos)
+        run = self.blocks[bi].runs[ri]
+        return (run.replica, run.counter + offset)
+
+    def run_at(self, pos: int) -> tuple[Run, int]:
+        bi, _, ri, offset = self._locate(pos)
+        return self.blocks[bi].runs[ri], offset
+
+    # -- structure ---------------------------------------------------------
+
+    def _split(self, run: Run, offset: int) -> Run:
+        """Cut ``run`` before ``offset``; return the new right part."""
+        block = run.block
+        content = run.content
+        if self.text:
+            right_content: Any = content[offset:]
+            run.content = content[:offset]
+        else:
+            right_content = content
+        tail = Run(
+            run.replica,
+            run.counter + offset,
+            run.length - offset,
+            right_content,
+            (run.replica, run.counter + offset - 1),
+            run.right,
+            run.deleted,
+            block,
+        )
+        run.length = offset
+        runs = block.runs
+        runs.insert(runs.index(run) + 1, tail)
+        self._add_to_index(tail)
+        if len(runs) > _BLOCK_MAX:
+            self._split_block(block)
+        return tail
+
+    def _split_block(self, block: Block) -> None:
+        half = len(block.runs) // 2
+        new = Block()
+        new.runs = block.runs[half:]
+        del block.runs[half:]
+        for run in new.runs:
+            run.block = new
+            new.size += run.length
+            if not run.deleted:
+                new.visible += run.length
+        block.size -= new.size
+        block.visible -= new.visible
+        bi = self.blocks.index(block)
+        self.blocks.insert(bi + 1, new)
+        if self._cursor[0] > bi:
+            self._cursor = (0, 0)
+
+    def _place(self, block: Block, ri: int, run: Run) -> None:
+        block.runs.insert(ri, run)
+        block.size += run.length
+        if not run.deleted:
+            block.visible += run.length
+            self.visible += run.length
+        self._add_to_index(run)
+        if len(block.runs) > _BLOCK_MAX:
+            self._split_block(block)
+
+    # -- local edits -------------------------------------------------------
+
+    def local_insert(
+        self, pos: int, replica: str, counter: int, length: int, content: Any
+    ) -> tuple[OpId | None, OpId | None]:
+        """Insert new elements before the pos-th visible one (after any tombstones
+        that precede it); return their origins ``(left, right)``."""
+        blocks = self.blocks
+        if pos >= self.visible:
+            bi = len(blocks) - 1
+            while bi > 0 and not blocks[bi].runs:
+                bi -= 1
+            block = blocks[bi]
+            ri = len(block.runs)
+            right: OpId | None = None
+            if ri:
+                prev: Run | None = block.runs[-1]
+            else:
+                prev = None
+            self._cursor = (0, 0)
+        else:
+            bi, prefix, ri, offset = self._locate(pos)
+            block = blocks[bi]
+            run = block.runs[ri]
+            if offset:
+                self._split(run, offset)
+                block = run.block
+                ri = block.runs.index(run) + 1
+                prev = run
+                right = (run.replica, run.counter + offset)
+                if block is not blocks[bi]:
+                    self._cursor = (0, 0)
+            else:
+                right = (run.replica, run.counter)
+                if ri:
+                    prev = block.runs[ri - 1]
+                elif bi:
+                    prev = blocks[bi - 1].runs[-1] if blocks[bi - 1].runs else None
+                else:
+                    prev = None
+        left: OpId | None
+        if prev is None:
+            left = None
+        else:
+            left = (prev.replica, prev.counter + prev.length - 1)
+            if (
+                not prev.deleted
+                and prev.replica == replica
+                and prev.counter + prev.length == counter
+                and prev.right == right
+                and (self.text or (content is None and prev.content is None))
+            ):
+                self._extend(prev, length, content)
+                return left, right
+        new = Run(replica, counter, length, content, left, right, False, block)
+        self._place(block, ri, new)
+        return left, right
+
+    def _extend(self, run: Run, length: int, content: Any) -> None:
+        if self.text:
+            run.content += content
+        run.length += length
+        block = run.block
+        block.size += length
+        block.visible += length
+        self.visible += length
+
+    def local_delete(self, pos: int, count: int) -> list[Span]:
+        """Delete ``count`` visible elements from ``pos``; return their id spans."""
+        spans: list[Span] = []
+        bi, prefix, ri, offset = self._locate(pos)
+        run = self.blocks[bi].runs[ri]
+        if offset:
+            run = self._split(run, offset)
+        remaining = count
+        while remaining:
+            if run.deleted:
+                run = self._next_run(run)
+                continue
+            if run.length > remaining:
+                self._split(run, remaining)
+            self._mark_deleted(run)
+            remaining -= run.length
+            if spans and spans[-1][0] == run.replica and sum(spans[-1][1:]) == run.counter:
+                last = spans[-1]
+                spans[-1] = (last[0], last[1], last[2] + run.length)
+            else:
+                spans.append((run.replica, run.counter, run.length))
+            if remaining:
+                run = self._next_run(run)
+        self._cursor = (0, 0) if bi >= len(self.blocks) else (bi, prefix)
+        return spans
+
+    def _next_run(self, run: Run) -> Run:
+        block = run.block
+        runs = block.runs
+        ri = runs.index(run) + 1
+        if ri < len(runs):
+            return runs[ri]
+        bi = self.blocks.index(block) + 1
+        while not self.blocks[bi].runs:
+            bi += 1
+        return self.blocks[bi].runs[0]
+
+    def _mark_deleted(self, run: Run) -> None:
+        run.deleted = True
+        run.block.visible -= run.length
+        self.visible -= run.length
+
+    # -- remote edits ------------------------------------------------------
+
+    def delete_span(self, replica: str, counter: int, length: int) -> list[Run]:
+        """Delete the elements of a span (idempotent); return the runs newly deleted."""
+        newly: list[Run] = []
+        end = counter + length
+        while counter < end:
+            found = self.find((replica, counter))
+            if found is None:
+                raise KeyError((replica, counter))
+            run, offset = found
+            if run.deleted:
+                counter += run.length - offset
+                continue
+            if offset:
+                run = self._split(run, offset)
+            if run.counter + run.length > end:
+                self._split(run, end - run.counter)
+            self._mark_deleted(run)
+            newly.append(run)
+            counter = run.counter + run.length
+        if newly:
+            self._cursor = (0, 0)
+        return newly
+
+    def integrate(
+        self,
+        replica: str,
+        counter: int,
+        length: int,
+        content: Any,
+        left: OpId | None,
+        right: OpId | None,
+        deleted: bool = False,
+    ) -> Run:
+        """Place elements received from another replica (or replayed)."""
+        if left is not None:
+            run, offset = self.find(left) or _missing(left)
+            if offset + 1 < run.length:
+                self._split(run, offset + 1)
+        if right is not None:
+            run, offset = self.find(right) or _missing(right)
+            if offset:
+                self._split(run, offset)
+        self._cursor = (0, 0)
+        blocks = self.blocks
+        key_left = self._key(left, True)
+        key_right = self._key(right, False)
+        # Where scanning starts: the run right after `left`.
+        if left is None:
+            bi, ri = 0, 0
+        else:
+            bi, ri = key_left[0], key_left[1] + 1
+        dest_bi, dest_ri = bi, ri
+        scanning = False
+        while True:
+            runs = blocks[bi].runs
+            if ri >= len(runs):
+                if bi + 1 >= len(blocks):
+                    break
+                bi += 1
+                ri = 0
+                continue
+            if not scanning:
+                dest_bi, dest_ri = bi, ri
+            other = runs[ri]
+            if right is not None and other.replica == right[0] and other.counter == right[1]:
+                break
+            other_left = self._key(other.left, True)
+            if other_left < key_left:
+                break
+            if other_left == key_left:
+                other_right = self._key(other.right, False)
+                if other_right < key_right:
+                    scanning = True
+                elif other_right == key_right:
+                    if replica < other.replica:
+                        break
+                    scanning = False
+                else:
+                    scanning = False
+            ri += 1
+        if not scanning:
+            dest_bi, dest_ri = bi, ri
+        block = blocks[dest_bi]
+        prev = self._run_before(dest_bi, dest_ri)
+        if (
+            prev is not None
+            and not deleted
+            and not prev.deleted
+            and prev.replica == replica
+            and prev.counter + prev.length == counter
+            and prev.right == right
+            and left == (prev.replica, prev.counter + prev.length - 1)
+            and (self.text or (content is None and prev.content is None))
+        ):
+            self._extend(prev, length, content)
+            return prev
+        new = Run(replica, counter, length, content, left, right, deleted, block)
+        self._place(block, dest_ri, new)
+        return new
+
+    def _run_before(self, bi: int, ri: int) -> Run | None:
+        if ri:
+            return self.blocks[bi].runs[ri - 1]
+        while bi:
+            bi -= 1
+            if self.blocks[bi].runs:
+                return self.blocks[bi].runs[-1]
+        return None
+
+    # -- reading -----------------------------------------------------------
+
+    def runs(self) -> Iterator[Run]:
+        for block in self.blocks:
+            yield from block.runs
+
+    def visible_runs(self) -> Iterator[Run]:
+        for block in self.blocks:
+            if block.visible:
+                for run in block.runs:
+                    if not run.deleted:
+                        yield run
+
+    def to_text(self) -> str:
+        return "".join(run.content for run in self.visible_runs())
+
+    def element_ids(self) -> Iterator[OpId]:
+        """Visible element ids in order (list slots)."""
+        for run in self.visible_runs():
+            for i in range(run.length):
+                yield (run.replica, run.counter + i)
+
+    def __len__(self) -> int:
+        return self.visible
+
+
+def _missing(element: OpId) -> tuple[Run, int]:
+    raise KeyError(element)

@@ -1,0 +1,22 @@
+"""What the pure core is not allowed to do itself: read the clock and draw
+randomness. ``gether.Document`` takes its defaults from here."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from gether.core.keys import SigningKey
+
+
+def wall_clock() -> int:
+    """Milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def new_replica_id() -> str:
+    return secrets.token_hex(8)
+
+
+def new_signing_key() -> SigningKey:
+    return SigningKey(secrets.token_bytes(32))

@@ -1,0 +1,549 @@
+"""Hypothesis strategies for random edits of every core type, and how to apply them.
+
+Ops are generated without knowing the state of the document they will meet:
+by the time an op is applied, concurrent edits may have shortened a list or put
+a number where a text was. So an op names its target loosely, and
+:func:`apply_op` resolves it against the document at hand: an index is taken
+modulo the current length, a path step picks the n-th child of whatever
+container is there, and an op whose target is gone or of another type is
+skipped. That keeps every generated op meaningful on every replica, and keeps
+shrinking effective (an op stays valid when the ops before it are removed).
+
+Ops are frozen dataclasses with readable reprs, so a failing example prints as
+a list of edits that can be pasted into a regression test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, MutableSequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from hypothesis import strategies as st
+
+import gether
+
+__all__ = [
+    "NAMED",
+    "ROOT_KEYS",
+    "CounterAdd",
+    "CounterSpec",
+    "ListAppend",
+    "ListDelete",
+    "ListInsert",
+    "ListMove",
+    "ListSet",
+    "MapDelete",
+    "MapSet",
+    "Op",
+    "PathSet",
+    "Target",
+    "TextDelete",
+    "TextInsert",
+    "TextSpec",
+    "TextSplice",
+    "Transaction",
+    "Value",
+    "apply_op",
+    "kind_of",
+    "materialize",
+    "ops",
+    "primitives",
+    "resolve",
+    "single_ops",
+    "targets",
+    "texts",
+    "values",
+]
+
+# -- values ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextSpec:
+    """A ``gether.Text`` to create when the op is applied (a fresh one each time)."""
+
+    initial: str
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSpec:
+    """A ``gether.Counter`` to create when the op is applied (a fresh one each time)."""
+
+    initial: int
+
+
+Value: TypeAlias = Any
+"""A primitive, a ``list``/``dict`` of values, a :class:`TextSpec` or a :class:`CounterSpec`."""
+
+_INT64 = (-(2**63), 2**63 - 1)
+_ASTRAL = "😀🎉𝄞𠜎🇫🇷👩‍👩‍👧"
+"""Characters outside the Basic Multilingual Plane (4 bytes in UTF-8, 2 units in UTF-16)."""
+
+
+def texts(min_size: int = 0, max_size: int = 8) -> st.SearchStrategy[str]:
+    """Strings of any valid code points, often with astral characters and combining marks."""
+    chars = st.one_of(
+        st.sampled_from("abcxyz "),
+        st.sampled_from(_ASTRAL),
+        st.characters(exclude_categories=("Cs",)),
+    )
+    return st.text(chars, min_size=min_size, max_size=max_size)
+
+
+def primitives() -> st.SearchStrategy[Value]:
+    """Every primitive a document stores: None, bool, signed 64-bit int, finite float, str."""
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(*_INT64),
+        st.integers(-3, 3),
+        st.floats(allow_nan=False, allow_infinity=False),
+        texts(),
+    )
+
+
+_KEYS = st.one_of(st.sampled_from(["x", "y", "z", "done", "text"]), texts(1, 4))
+"""Map keys: a few that collide often between replicas, and any other string."""
+
+
+def values(max_leaves: int = 6) -> st.SearchStrategy[Value]:
+    """Any value ``doc[k] = v`` accepts: primitives, nested lists and dicts, Text, Counter."""
+    leaves = st.one_of(
+        primitives(),
+        st.builds(TextSpec, texts()),
+        st.builds(CounterSpec, st.integers(-100, 100)),
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.dictionaries(_KEYS, inner, max_size=3),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def _todo_lists() -> st.SearchStrategy[Value]:
+    """A list of maps of text: the shape of a collaborative TODO list."""
+    item = st.fixed_dictionaries({"text": st.builds(TextSpec, texts()), "done": st.booleans()})
+    return st.lists(item, max_size=3)
+
+
+def materialize(value: Value) -> Any:
+    """Turn a generated value into what ``doc[k] = v`` takes, with fresh Text/Counter objects."""
+    if isinstance(value, TextSpec):
+        return gether.Text(value.initial)
+    if isinstance(value, CounterSpec):
+        return gether.Counter(value.initial)
+    if isinstance(value, list):
+        return [materialize(v) for v in value]
+    if isinstance(value, dict):
+        return {k: materialize(v) for k, v in value.items()}
+    return value
+
+
+# -- targets --------------------------------------------------------------
+
+NAMED: dict[str, tuple[str, ...]] = {
+    "text": ("T", "T2"),
+    "list": ("L",),
+    "map": ("M",),
+    "counter": ("C",),
+}
+"""Names of the top-level named containers, by kind (``doc.text("T")`` and so on)."""
+
+ROOT_KEYS = ("a", "b", "todos")
+"""Top-level keys that plain ``doc[k] = v`` writes; disjoint from the named ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where an op applies: a root, then the n-th child at each step.
+
+    ``root`` is ``("named", kind, name)`` for ``doc.text(name)`` and friends,
+    ``("key", key)`` for ``doc[key]``, or ``("doc",)`` for the document itself
+    (the root map). Each step picks child ``n % len`` of the container there
+    (a map's children in sorted key order).
+    """
+
+    root: tuple[str, ...]
+    steps: tuple[int, ...] = ()
+
+
+def targets(kind: str) -> st.SearchStrategy[Target]:
+    """Targets likely to hold a container of ``kind`` ("text", "list", "map", "counter")."""
+    named = st.builds(
+        Target, st.sampled_from([("named", kind, name) for name in NAMED[kind]]), st.just(())
+    )
+    nested = st.builds(
+        Target,
+        st.sampled_from([("key", k) for k in ROOT_KEYS] + [("named", "list", "L")]),
+        st.lists(st.integers(0, 7), min_size=0, max_size=3).map(tuple),
+    )
+    options = [named, nested]
+    if kind == "map":
+        options.append(st.just(Target(("doc",))))
+    return st.one_of(*options)
+
+
+# -- ops ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MapSet:
+    """``m[key] = value`` on a map (or the document root)."""
+
+    target: Target
+    key: str
+    value: Value
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "map")
+        if node is None or not _writable(self.target, self.key):
+            return False
+        node[self.key] = materialize(self.value)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class MapDelete:
+    """``del m[k]`` for the ``pick % len``-th key in sorted order."""
+
+    target: Target
+    pick: int
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "map")
+        keys = _map_keys(node) if node is not None else []
+        if not keys:
+            return False
+        del node[keys[self.pick % len(keys)]]
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class PathSet:
+    """``doc.apply_update(path, value)`` with the target's resolved path plus ``key``."""
+
+    target: Target
+    key: str
+    value: Value
+    as_string: bool
+
+    def apply(self, doc: gether.Document) -> bool:
+        found = resolve(doc, self.target)
+        if found is None or kind_of(found[0]) != "map" or not _writable(self.target, self.key):
+            return False
+        path = (*found[1], self.key)
+        if not self.as_string:
+            doc.apply_update(path, materialize(self.value))
+            return True
+        if any(isinstance(p, str) and ("/" in p or p.isdigit()) for p in path):
+            return False  # not expressible as a "a/b/0" string
+        doc.apply_update("/".join(str(p) for p in path), materialize(self.value))
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TextInsert:
+    target: Target
+    index: int
+    content: str
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "text")
+        if node is None:
+            return False
+        node.insert(self.index % (len(node) + 1), self.content)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelete:
+    target: Target
+    index: int
+    length: int
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "text")
+        if node is None or len(node) == 0:
+            return False
+        start = self.index % len(node)
+        node.delete(start, min(self.length, len(node) - start))
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TextSplice:
+    """``t[start:stop] = content``."""
+
+    target: Target
+    start: int
+    stop: int
+    content: str
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "text")
+        if node is None:
+            return False
+        a, b = sorted((self.start % (len(node) + 1), self.stop % (len(node) + 1)))
+        if a == b and not self.content:
+            return False
+        node[a:b] = self.content
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ListAppend:
+    target: Target
+    value: Value
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "list")
+        if node is None:
+            return False
+        node.append(materialize(self.value))
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ListInsert:
+    target: Target
+    index: int
+    value: Value
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "list")
+        if node is None:
+            return False
+        node.insert(self.index % (len(node) + 1), materialize(self.value))
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ListDelete:
+    target: Target
+    index: int
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "list")
+        if node is None or len(node) == 0:
+            return False
+        del node[self.index % len(node)]
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ListSet:
+    target: Target
+    index: int
+    value: Value
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "list")
+        if node is None or len(node) == 0:
+            return False
+        node[self.index % len(node)] = materialize(self.value)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ListMove:
+    target: Target
+    src: int
+    dst: int
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "list")
+        if node is None or len(node) < 2:
+            return False
+        node.move(self.src % len(node), self.dst % len(node))
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class CounterAdd:
+    """``increment(amount)`` if positive, ``decrement(-amount)`` if negative."""
+
+    target: Target
+    amount: int
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "counter")
+        if node is None:
+            return False
+        if self.amount > 0:
+            node.increment(self.amount)
+        else:
+            node.decrement(-self.amount)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """Several ops in one ``doc.transaction()``; ``abort`` raises at the end to roll back."""
+
+    ops: tuple[Op, ...]
+    abort: bool = False
+
+    def apply(self, doc: gether.Document) -> bool:
+        """Return True if the transaction committed (even if some ops were skipped)."""
+        try:
+            with doc.transaction():
+                for op in self.ops:
+                    op.apply(doc)
+                if self.abort:
+                    raise _Abort
+        except _Abort:
+            return False
+        return True
+
+
+Op: TypeAlias = (
+    MapSet
+    | MapDelete
+    | PathSet
+    | TextInsert
+    | TextDelete
+    | TextSplice
+    | ListAppend
+    | ListInsert
+    | ListDelete
+    | ListSet
+    | ListMove
+    | CounterAdd
+    | Transaction
+)
+
+_INDEX = st.integers(0, 40)
+
+
+def _root_key_set() -> st.SearchStrategy[Op]:
+    """Writes at the top level: whole containers, or a TODO list of maps of text."""
+    return st.one_of(
+        st.builds(MapSet, st.just(Target(("doc",))), st.sampled_from(ROOT_KEYS), values()),
+        st.builds(MapSet, st.just(Target(("doc",))), st.just("todos"), _todo_lists()),
+    )
+
+
+def single_ops() -> st.SearchStrategy[Op]:
+    """One edit of any kind, on any type, at any depth."""
+    text = targets("text")
+    lst = targets("list")
+    mp = targets("map")
+    return st.one_of(
+        _root_key_set(),
+        st.builds(MapSet, mp, _KEYS, values()),
+        st.builds(MapDelete, mp, _INDEX),
+        st.builds(PathSet, mp, st.sampled_from(["x", "y", "done"]), values(3), st.booleans()),
+        st.builds(TextInsert, text, _INDEX, texts(1)),
+        st.builds(TextDelete, text, _INDEX, st.integers(1, 5)),
+        st.builds(TextSplice, text, _INDEX, _INDEX, texts()),
+        st.builds(ListAppend, lst, values(4)),
+        st.builds(ListInsert, lst, _INDEX, values(4)),
+        st.builds(ListDelete, lst, _INDEX),
+        st.builds(ListSet, lst, _INDEX, values(4)),
+        st.builds(ListMove, lst, _INDEX, _INDEX),
+        st.builds(CounterAdd, targets("counter"), st.integers(-50, 50).filter(bool)),
+    )
+
+
+def ops() -> st.SearchStrategy[Op]:
+    """One edit, or a transaction of a few (sometimes rolled back)."""
+    one = single_ops()
+    return st.one_of(
+        one,
+        one,
+        one,
+        st.builds(Transaction, st.lists(one, min_size=1, max_size=4).map(tuple), st.booleans()),
+    )
+
+
+# -- applying -------------------------------------------------------------
+
+
+class _Abort(Exception):
+    """Raised inside a transaction to test that everything rolls back."""
+
+
+def kind_of(node: object) -> str | None:
+    """The kind of a live proxy ("map", "list", "text", "counter"); None for a primitive."""
+    if isinstance(node, gether.Document | MutableMapping):
+        return "map"
+    if isinstance(node, MutableSequence):
+        return "list"
+    if hasattr(node, "increment") and hasattr(node, "value"):
+        return "counter"
+    if hasattr(node, "insert") and hasattr(node, "delete"):
+        return "text"
+    return None
+
+
+_NAMED_NAMES = frozenset(name for names in NAMED.values() for name in names)
+
+
+def _map_keys(node: Any) -> list[str]:
+    """A map's keys in sorted order; for the document, the keys that plain writes own."""
+    if isinstance(node, gether.Document):
+        root = node.to_json()
+        assert isinstance(root, dict)
+        return sorted(k for k in root if k not in _NAMED_NAMES)
+    return sorted(node.keys())
+
+
+def _writable(target: Target, key: str) -> bool:
+    """False for a top-level key that belongs to a named container (kept apart on purpose)."""
+    return not (target.root == ("doc",) and key in _NAMED_NAMES)
+
+
+def resolve(doc: gether.Document, target: Target) -> tuple[Any, tuple[str | int, ...]] | None:
+    """The live container ``target`` names in ``doc`` and its path, or None if there is none."""
+    path: tuple[str | int, ...]
+    node: Any
+    match target.root:
+        case ("doc",):
+            node, path = doc, ()
+        case ("named", kind, name):
+            node = getattr(doc, kind)(name)
+            path = (name,)
+        case ("key", key):
+            if key not in _map_keys(doc):
+                return None
+            node, path = doc[key], (key,)
+        case _:
+            raise ValueError(f"bad target root {target.root!r}")
+    for step in target.steps:
+        match kind_of(node):
+            case "map":
+                keys = _map_keys(node)
+                if not keys:
+                    return None
+                key = keys[step % len(keys)]
+                node, path = node[key], (*path, key)
+            case "list":
+                if len(node) == 0:
+                    return None
+                index = step % len(node)
+                node, path = node[index], (*path, index)
+            case _:
+                return None
+    return node, path
+
+
+def _container(doc: gether.Document, target: Target, kind: str) -> Any:
+    found = resolve(doc, target)
+    if found is None or kind_of(found[0]) != kind:
+        return None
+    return found[0]
+
+
+def apply_op(doc: gether.Document, op: Op) -> bool:
+    """Apply ``op`` to ``doc`` if it applies to the current state; return whether it did.
+
+    Indices are taken modulo the current length (plus one where the end is a
+    valid position); an op whose target is missing or of another type, or that
+    would delete from an empty sequence, is skipped. A transaction returns True
+    if it committed.
+    """
+    return op.apply(doc)
