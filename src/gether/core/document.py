@@ -20,6 +20,8 @@ from gether.core.keys import SigningKey
 from gether.core.oplog import EventLog, Vector, check_first_key
 from gether.core.ops import (
     COUNTER_ADD,
+    LIST_INSERT,
+    TEXT_INSERT,
     LIST_SET,
     MAP_DELETE,
     MAP_SET,
@@ -43,6 +45,8 @@ from gether.errors import (
 )
 
 PathLike = str | tuple[str | int, ...] | list[str | int]
+
+_new_event_id = tuple.__new__
 
 
 class Document:
@@ -113,7 +117,8 @@ class Document:
     def _push(self, op: Op) -> None:
         assert self._ops is not None
         self._ops.append(op)
-        self._counter += op_length(op)
+        kind = op[0]
+        self._counter += len(op[4]) if kind == TEXT_INSERT or kind == LIST_INSERT else 1
         if self._depth == 0:
             self._commit()
 
@@ -127,13 +132,18 @@ class Document:
         chain = log.chains.get(me)
         seq = len(chain) + 1 if chain else 1
         heads = log.heads
-        parents = tuple(sorted(heads.items())) if len(heads) > 1 else tuple(heads.items())
+        if len(heads) == 1:
+            parents = tuple(heads.items())
+            own_parent = chain is not None and parents[0][0][0] == me
+        else:
+            parents = tuple(sorted(heads.items()))
+            own_parent = False
         prev = None
-        if chain and (me, seq - 1) not in heads:
+        if chain and not own_parent and (me, seq - 1) not in heads:
             prev = chain[-1].hash
         key = self._key
         event = Event(
-            EventId(me, seq),
+            _new_event_id(EventId, (me, seq)),
             chain[-1].end if chain else 0,
             log.max_lamport + 1,
             self._txn_hlc,
@@ -142,8 +152,13 @@ class Document:
             parents,
             prev,
             tuple(ops),
+            end=self._counter,
         )
-        log.record(event, log.vector_for([p for p, _ in parents], me) if parents else {})
+        if own_parent:
+            vector = log.own_vector(me)
+        else:
+            vector = log.vector_for([p for p, _ in parents], me) if parents else {}
+        log.record(event, vector)
 
     def _rollback(self) -> None:
         self._ops = None
@@ -169,14 +184,19 @@ class Document:
         return container
 
     def _text_insert(self, container_id: ContainerId, pos: int, text: str) -> None:
-        container: TextState = self._container(container_id, Kind.TEXT)
+        container = self._state.containers.get(container_id)
+        if type(container) is not TextState:
+            container = self._container(container_id, Kind.TEXT)
         if not text:
             return
-        check_text(text)
-        if not 0 <= pos <= container.seq.visible:
-            raise OutOfRangeError(f"insert at {pos} outside text of length {container.seq.visible}")
-        counter, _ = self._begin()
-        self._push(self._state.local_text_insert(container, pos, self._replica, counter, text))
+        if not text.isascii():
+            check_text(text)
+        seq = container.seq
+        if not 0 <= pos <= seq.visible:
+            raise OutOfRangeError(f"insert at {pos} outside text of length {seq.visible}")
+        counter = self._begin()[0] if self._ops is None else self._counter
+        left, right = seq.local_insert(pos, self._replica, counter, len(text), text)
+        self._push((TEXT_INSERT, container_id, left, right, text))
 
     def _seq_delete(self, container_id: ContainerId, kind: Kind, pos: int, count: int) -> None:
         container = self._container(container_id, kind)

@@ -21,7 +21,7 @@ exactly one encoding and therefore one hash.
 
 from __future__ import annotations
 
-import hashlib
+from hashlib import sha256 as _sha256
 from typing import Any
 
 import msgpack
@@ -119,6 +119,7 @@ class Event:
         ops: tuple[Op, ...],
         body: bytes | None = None,
         signature: bytes | None = None,
+        end: int | None = None,
     ) -> None:
         self.id = event_id
         self.counter = counter
@@ -129,25 +130,19 @@ class Event:
         self.parents = parents
         self.prev = prev
         self.ops = ops
-        self.end = counter + ops_length(ops)
+        self.end = end if end is not None else counter + ops_length(ops)
         if body is None:
-            body = pack(
-                (
-                    FORMAT,
-                    event_id[0],
-                    event_id[1],
-                    counter,
-                    lamport,
-                    hlc,
-                    key_id,
-                    public_key,
-                    tuple((p[0], p[1], h) for p, h in parents),
-                    prev,
-                    ops,
-                )
+            if len(parents) == 1:
+                (parent, digest), = parents
+                encoded: tuple[Any, ...] = ((parent[0], parent[1], digest),)
+            else:
+                encoded = tuple((p[0], p[1], h) for p, h in parents)
+            body = _packer.pack(
+                (FORMAT, event_id[0], event_id[1], counter, lamport, hlc, key_id, public_key,
+                 encoded, prev, ops)
             )
         self.body = body
-        self.hash = hashlib.sha256(body).digest()
+        self.hash = _sha256(body).digest()
         self.signature = signature
 
     @property

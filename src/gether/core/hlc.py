@@ -37,9 +37,15 @@ class HybridClock:
 
     def tick(self, floor: int = 0) -> int:
         """A new stamp for a local event, greater than ``floor`` and every earlier one."""
-        physical = stamp(self._clock()) if self._clock is not None else 0
-        self.last = max(physical, self.last + 1, floor + 1)
-        return self.last
+        last = self.last + 1
+        if floor >= last:
+            last = floor + 1
+        if self._clock is not None:
+            physical = self._clock() << LOGICAL_BITS
+            if physical > last:
+                last = physical
+        self.last = last
+        return last
 
     def observe(self, remote: int) -> None:
         """Remember a stamp seen on a received event."""

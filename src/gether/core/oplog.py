@@ -106,6 +106,10 @@ class EventLog:
                 merged[replica] = seq
         return merged
 
+    def own_vector(self, replica: str) -> Vector:
+        """The vector of ``replica``'s newest event (its next one, if it saw nothing new)."""
+        return self._vectors[replica][-1]
+
     def vector_for(self, parents: list[EventId], author: str) -> Vector:
         """The causal past, on replicas other than ``author``, of an event with
         these parents (shared with the parent when nothing new was seen)."""

@@ -289,7 +289,9 @@ class Sequence:
                 if ri:
                     prev = block.runs[ri - 1]
                 elif bi:
-                    prev = blocks[bi - 1].runs[-1] if blocks[bi - 1].runs else None
+                    prev = blocks[bi - 1].runs[-1]
+                    # extending it would change the count before the cursor
+                    self._cursor = (0, 0)
                 else:
                     prev = None
         left: OpId | None

@@ -15,7 +15,6 @@ a list of edits that can be pasted into a regression test.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, MutableSequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -469,14 +468,14 @@ class _Abort(Exception):
 
 def kind_of(node: object) -> str | None:
     """The kind of a live proxy ("map", "list", "text", "counter"); None for a primitive."""
-    if isinstance(node, gether.Document | MutableMapping):
+    if isinstance(node, gether.Document | gether.MapProxy):
         return "map"
-    if isinstance(node, MutableSequence):
+    if isinstance(node, gether.ListProxy):
         return "list"
-    if hasattr(node, "increment") and hasattr(node, "value"):
-        return "counter"
-    if hasattr(node, "insert") and hasattr(node, "delete"):
+    if isinstance(node, gether.TextProxy):
         return "text"
+    if isinstance(node, gether.CounterProxy):
+        return "counter"
     return None
 
 
@@ -486,9 +485,7 @@ _NAMED_NAMES = frozenset(name for names in NAMED.values() for name in names)
 def _map_keys(node: Any) -> list[str]:
     """A map's keys in sorted order; for the document, the keys that plain writes own."""
     if isinstance(node, gether.Document):
-        root = node.to_json()
-        assert isinstance(root, dict)
-        return sorted(k for k in root if k not in _NAMED_NAMES)
+        return sorted(k for k in node if k not in _NAMED_NAMES)
     return sorted(node.keys())
 
 
