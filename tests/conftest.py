@@ -9,9 +9,19 @@ editing loops, ``deep`` digs further before a release. Pick one with
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
 from hypothesis import HealthCheck, settings
+
+# On a failure, hypothesis writes a patch with libcst, whose import warns
+# (DeprecationWarning from mypy_extensions) and, under ``filterwarnings =
+# error``, turns the failure report into an INTERNALERROR. Import it once here,
+# quietly, so the report of a real failure stays readable.
+with warnings.catch_warnings(), contextlib.suppress(ImportError):
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import hypothesis.extra._patching  # noqa: F401
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 

@@ -23,7 +23,5 @@ class Document(_CoreDocument):
         super().__init__(replica_id, key, clock)
 
     @classmethod
-    def _identity(
-        cls, replica_id: str | None, key: SigningKey | None
-    ) -> tuple[str, SigningKey]:
+    def _identity(cls, replica_id: str | None, key: SigningKey | None) -> tuple[str, SigningKey]:
         return replica_id or new_replica_id(), key or new_signing_key()

@@ -8,12 +8,12 @@ This is the pure core: the replica id, signing key and clock are given to it
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Self
 
 from gether.core import proxies
-from gether.core.containers import DELETED, Container, ListState, MapState, Register, TextState
-from gether.core.event import Event, decode_body
+from gether.core.containers import DELETED, ListState, MapState, Register, TextState
+from gether.core.event import Event
 from gether.core.hlc import Clock, HybridClock
 from gether.core.ids import ROOT, ContainerId, EventId, OpId, Version, check_replica_id
 from gether.core.keys import SigningKey
@@ -21,18 +21,18 @@ from gether.core.oplog import EventLog, Vector, check_first_key
 from gether.core.ops import (
     COUNTER_ADD,
     LIST_INSERT,
-    TEXT_INSERT,
     LIST_SET,
     MAP_DELETE,
     MAP_SET,
     SEQ_DELETE,
+    TEXT_INSERT,
     Op,
     op_length,
 )
+from gether.core.snapshot import SavedDocument, decode_document, encode_document, encode_saved
 from gether.core.state import DocState, OpContext
-from gether.core.values import Kind, NamedRef, NewContainer, check_int, check_key, check_text
+from gether.core.values import Kind, NamedRef, check_int, check_key, check_text
 from gether.errors import (
-    DecodeError,
     GetherError,
     HashMismatchError,
     InvalidEventError,
@@ -52,22 +52,79 @@ _new_event_id = tuple.__new__
 class Document:
     """One replica of a document (see API.md for the public surface)."""
 
-    def __init__(
-        self, replica_id: str, key: SigningKey, clock: Clock | None = None
-    ) -> None:
+    def __init__(self, replica_id: str, key: SigningKey, clock: Clock | None = None) -> None:
         self._replica = check_replica_id(replica_id)
         self._key = key
         self._clock_source = clock
         self._clock = HybridClock(clock)
         self._state = DocState()
-        self._log = EventLog(self._replica)
-        self._log.bind_key(self._replica, key.key_id, None)
+        self._log_value: EventLog | None = EventLog(self._replica)
+        self._log_value.bind_key(self._replica, key.key_id, None)
+        self._saved: SavedDocument | None = None
         self._read_only = False
         # the open transaction
         self._depth = 0
         self._ops: list[Op] | None = None
         self._counter = 0
         self._txn_hlc = 0
+
+    @property
+    def _log(self) -> EventLog:
+        log = self._log_value
+        if log is None:
+            log = self._materialize()
+        return log
+
+    def _materialize(self) -> EventLog:
+        """Decode the history of a loaded document, the first time it is needed."""
+        saved = self._saved
+        assert saved is not None
+        self._log_value = log = EventLog(self._replica)
+        log.bind_key(self._replica, self._key.key_id, None)
+        self._replay(saved.events(), state=False)
+        self._saved = None
+        return log
+
+    # -- saving and loading -------------------------------------------------------
+
+    def save(self) -> bytes:
+        """The whole document (state, history and waiting events) as bytes."""
+        self._commit_if_open()
+        staged = [e.to_bytes() for e in self._log_value.staged.values()] if self._log_value else []
+        if self._log_value is None:
+            assert self._saved is not None
+            return encode_saved(self._saved)
+        chain = self._log_value.chains.get(self._replica)
+        if chain and chain[-1].signature is None:
+            chain[-1].signature = self._key.sign(chain[-1].hash)
+        return encode_document(self._state, self._log_value.chains, staged, self._clock.last)
+
+    @classmethod
+    def load(
+        cls,
+        data: bytes,
+        replica_id: str | None = None,
+        key: SigningKey | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """Open a saved document as a replica (a new one unless ``replica_id`` and
+        its ``key`` are given). Only the state is decoded now; history waits
+        until something needs it."""
+        saved = decode_document(data)
+        replica_id, key = cls._identity(replica_id, key)
+        doc = cls._blank(replica_id, key, clock)
+        bound = saved.key_of(check_replica_id(replica_id))
+        if bound is not None and bound != key.key_id:
+            raise UsageError(f"replica {replica_id} signs with another key: pass its key")
+        doc._state = saved.state
+        doc._log_value = None
+        doc._saved = saved
+        doc._clock.observe(saved.max_hlc())
+        if saved.staged:
+            # they were waiting before the save and may wait again
+            with suppress(RejectedEventsError):
+                doc.apply_events(saved.staged)
+        return doc
 
     # -- identity -----------------------------------------------------------
 
@@ -118,7 +175,7 @@ class Document:
         assert self._ops is not None
         self._ops.append(op)
         kind = op[0]
-        self._counter += len(op[4]) if kind == TEXT_INSERT or kind == LIST_INSERT else 1
+        self._counter += len(op[4]) if kind in (TEXT_INSERT, LIST_INSERT) else 1
         if self._depth == 0:
             self._commit()
 
@@ -180,7 +237,9 @@ class Document:
                 return self._state.named(container_id[0][1:], kind)
             raise UsageError("this container no longer exists")
         if container.kind is not kind:
-            raise TypeMismatchError(f"expected a {kind.name.lower()}, found a {container.kind.name.lower()}")
+            raise TypeMismatchError(
+                f"expected a {kind.name.lower()}, found a {container.kind.name.lower()}"
+            )
         return container
 
     def _text_insert(self, container_id: ContainerId, pos: int, text: str) -> None:
@@ -318,10 +377,9 @@ class Document:
         root: MapState = self._state.containers[ROOT]  # type: ignore[assignment]
         register = root.entries.get(name)
         winner = register.winner() if register is not None else None
-        if winner is None or winner[3] != ref:
-            if not self._read_only:
-                with self.transaction():
-                    self._map_write(root, name, ref)
+        if (winner is None or winner[3] != ref) and not self._read_only:
+            with self.transaction():
+                self._map_write(root, name, ref)
         return self._state.named(name, kind).id
 
     # -- reading ------------------------------------------------------------------
@@ -474,9 +532,7 @@ class Document:
         for replica, seq in version.items():
             if seq > len(self._log.chains.get(replica, ())):
                 raise UsageError(f"version names {replica}@{seq}, which this replica lacks")
-        events = [
-            e for chain in self._log.chains.values() for e in chain if version.includes(e.id)
-        ]
+        events = [e for chain in self._log.chains.values() for e in chain if version.includes(e.id)]
         for event in events:
             if not all(version.includes(p) for p, _ in event.parents):
                 raise UsageError("version is not causally closed")
@@ -486,15 +542,20 @@ class Document:
         return view
 
     def _spawn(self, replica_id: str, key: SigningKey) -> Self:
-        doc = object.__new__(type(self))
-        Document.__init__(doc, replica_id, key, self._clock_source)
+        return self._blank(replica_id, key, self._clock_source)
+
+    @classmethod
+    def _blank(cls, replica_id: str, key: SigningKey, clock: Clock | None) -> Self:
+        doc = object.__new__(cls)
+        Document.__init__(doc, replica_id, key, clock)
         return doc
 
-    def _replay(self, events: Iterable[Event]) -> None:
+    def _replay(self, events: Iterable[Event], state: bool = True) -> None:
         """Apply events known to be valid (our own history), in causal order."""
         log = self._log
         for event in events:
-            _apply_ops(self._state, event)
+            if state:
+                _apply_ops(self._state, event)
             author = event.id[0]
             if event.id[1] == 1 and author != self._replica:
                 log.bind_key(author, event.key_id, check_first_key(event))
@@ -516,9 +577,7 @@ class Document:
         return self.apply_events(other.events_since(self.version))
 
     @classmethod
-    def _identity(
-        cls, replica_id: str | None, key: SigningKey | None
-    ) -> tuple[str, SigningKey]:
+    def _identity(cls, replica_id: str | None, key: SigningKey | None) -> tuple[str, SigningKey]:
         if replica_id is None or key is None:
             raise UsageError("a core document needs an explicit replica id and key")
         return replica_id, key

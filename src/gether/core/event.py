@@ -133,13 +133,24 @@ class Event:
         self.end = end if end is not None else counter + ops_length(ops)
         if body is None:
             if len(parents) == 1:
-                (parent, digest), = parents
+                ((parent, digest),) = parents
                 encoded: tuple[Any, ...] = ((parent[0], parent[1], digest),)
             else:
                 encoded = tuple((p[0], p[1], h) for p, h in parents)
             body = _packer.pack(
-                (FORMAT, event_id[0], event_id[1], counter, lamport, hlc, key_id, public_key,
-                 encoded, prev, ops)
+                (
+                    FORMAT,
+                    event_id[0],
+                    event_id[1],
+                    counter,
+                    lamport,
+                    hlc,
+                    key_id,
+                    public_key,
+                    encoded,
+                    prev,
+                    ops,
+                )
             )
         self.body = body
         self.hash = _sha256(body).digest()

@@ -37,11 +37,11 @@ _EMPTY: Vector = {}
 class EventLog:
     __slots__ = (
         "_counter_starts",
-        "local",
         "_keys",
         "_vectors",
         "chains",
         "heads",
+        "local",
         "max_lamport",
         "rejected",
         "staged",
@@ -250,7 +250,10 @@ class EventLog:
                 return
             if before.hash != claimed:
                 errors.extend(
-                    self.reject(previous, HashMismatchError(f"{previous} is not the event its author signed"))
+                    self.reject(
+                        previous,
+                        HashMismatchError(f"{previous} is not the event its author signed"),
+                    )
                 )
                 return
             self.trusted.add(previous)

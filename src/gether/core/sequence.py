@@ -273,7 +273,7 @@ class Sequence:
                 prev = None
             self._cursor = (0, 0)
         else:
-            bi, prefix, ri, offset = self._locate(pos)
+            bi, _, ri, offset = self._locate(pos)
             block = blocks[bi]
             run = block.runs[ri]
             if offset:
@@ -335,13 +335,14 @@ class Sequence:
                 continue
             if run.length > remaining:
                 self._split(run, remaining)
-            self._mark_deleted(run)
-            remaining -= run.length
-            if spans and spans[-1][0] == run.replica and sum(spans[-1][1:]) == run.counter:
+            replica, counter, length = run.replica, run.counter, run.length
+            run = self._mark_deleted(run)
+            remaining -= length
+            if spans and spans[-1][0] == replica and spans[-1][1] + spans[-1][2] == counter:
                 last = spans[-1]
-                spans[-1] = (last[0], last[1], last[2] + run.length)
+                spans[-1] = (replica, last[1], last[2] + length)
             else:
-                spans.append((run.replica, run.counter, run.length))
+                spans.append((replica, counter, length))
             if remaining:
                 run = self._next_run(run)
         self._cursor = (0, 0) if bi >= len(self.blocks) else (bi, prefix)
@@ -358,16 +359,48 @@ class Sequence:
             bi += 1
         return self.blocks[bi].runs[0]
 
-    def _mark_deleted(self, run: Run) -> None:
+    def _mark_deleted(self, run: Run) -> Run:
+        """Tombstone a run and fold it into equal neighbours; return the run
+        that now holds it."""
         run.deleted = True
-        run.block.visible -= run.length
+        block = run.block
+        block.visible -= run.length
         self.visible -= run.length
+        if self.text:
+            run.content = ""  # history keeps the text; the state only needs lengths
+        runs = block.runs
+        ri = runs.index(run)
+        if ri + 1 < len(runs) and self._mergeable(run, runs[ri + 1]):
+            self._absorb(run, runs, ri + 1)
+        if ri and self._mergeable(runs[ri - 1], run):
+            self._absorb(runs[ri - 1], runs, ri)
+            return runs[ri - 1]
+        return run
+
+    def _mergeable(self, first: Run, second: Run) -> bool:
+        return (
+            first.deleted is second.deleted
+            and first.replica == second.replica
+            and first.counter + first.length == second.counter
+            and second.right == first.right
+            and second.left == (first.replica, second.counter - 1)
+            and (self.text or (first.content is None and second.content is None))
+        )
+
+    def _absorb(self, first: Run, runs: list[Run], index: int) -> None:
+        second = runs.pop(index)
+        first.length += second.length
+        if self.text:
+            first.content += second.content
+        starts, by_start = self._index[second.replica]
+        starts.remove(second.counter)
+        del by_start[second.counter]
 
     # -- remote edits ------------------------------------------------------
 
-    def delete_span(self, replica: str, counter: int, length: int) -> list[Run]:
-        """Delete the elements of a span (idempotent); return the runs newly deleted."""
-        newly: list[Run] = []
+    def delete_span(self, replica: str, counter: int, length: int) -> list[Span]:
+        """Delete the elements of a span (idempotent); return the spans newly deleted."""
+        newly: list[Span] = []
         end = counter + length
         while counter < end:
             found = self.find((replica, counter))
@@ -381,9 +414,9 @@ class Sequence:
                 run = self._split(run, offset)
             if run.counter + run.length > end:
                 self._split(run, end - run.counter)
-            self._mark_deleted(run)
-            newly.append(run)
+            newly.append((run.replica, run.counter, run.length))
             counter = run.counter + run.length
+            self._mark_deleted(run)
         if newly:
             self._cursor = (0, 0)
         return newly

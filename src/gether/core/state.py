@@ -143,7 +143,7 @@ class DocState:
                 for replica, start, length in op[2]:
                     for c in range(start, start + length):
                         self._delete_element(container, (replica, c))
-        elif kind == MAP_SET or kind == MAP_DELETE:
+        elif kind in (MAP_SET, MAP_DELETE):
             value = op[3] if kind == MAP_SET else DELETED
             register = container.entries.get(op[2])
             if register is None:
@@ -374,7 +374,9 @@ class DocState:
                     out[key] = self._json_of(value)
             return out
         if isinstance(container, ListState):
-            return [self._json_of(self.element_value(container, e)) for e in container.element_ids()]
+            return [
+                self._json_of(self.element_value(container, e)) for e in container.element_ids()
+            ]
         if isinstance(container, TextState):
             return container.seq.to_text()
         return container.value
