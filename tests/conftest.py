@@ -13,7 +13,7 @@ import contextlib
 import os
 import warnings
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 # On a failure, hypothesis writes a patch with libcst, whose import warns
 # (DeprecationWarning from mypy_extensions) and, under ``filterwarnings =
@@ -24,6 +24,8 @@ with warnings.catch_warnings(), contextlib.suppress(ImportError):
     import hypothesis.extra._patching  # noqa: F401
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+_NO_EXPLAIN = tuple(p for p in Phase if p is not Phase.explain)
+"""The explain phase replays a failing schedule thousands of times (minutes here)."""
 
 settings.register_profile(
     "ci",
@@ -31,8 +33,11 @@ settings.register_profile(
     deadline=None,
     max_examples=200,
     suppress_health_check=_SLOW_OK,
+    phases=_NO_EXPLAIN,
     print_blob=True,
 )
-settings.register_profile("dev", deadline=None, max_examples=30, suppress_health_check=_SLOW_OK)
+settings.register_profile(
+    "dev", deadline=None, max_examples=30, suppress_health_check=_SLOW_OK, phases=_NO_EXPLAIN
+)
 settings.register_profile("deep", deadline=None, max_examples=2000, suppress_health_check=_SLOW_OK)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -90,7 +90,8 @@ class Document:
     def save(self) -> bytes:
         """The whole document (state, history and waiting events) as bytes."""
         self._commit_if_open()
-        staged = [e.to_bytes() for e in self._log_value.staged.values()] if self._log_value else []
+        log = self._log_value
+        staged = [e.to_bytes() for e in log.staged.values()] if log is not None else []
         if self._log_value is None:
             assert self._saved is not None
             return encode_saved(self._saved)

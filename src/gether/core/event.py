@@ -78,12 +78,8 @@ def unpack(data: bytes) -> Any:
         )
     except DecodeError:
         raise
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+    except (ValueError, TypeError, msgpack.exceptions.UnpackException) as exc:
         raise DecodeError(f"malformed msgpack: {exc}") from exc
-    except Exception as exc:  # msgpack raises its own StackError, UnpackValueError...
-        if isinstance(exc, (RecursionError, MemoryError)) or "msgpack" in type(exc).__module__:
-            raise DecodeError(f"malformed msgpack: {exc!r}") from exc
-        raise
 
 
 class Event:

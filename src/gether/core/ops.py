@@ -52,12 +52,11 @@ COUNTER_ADD = OpKind.COUNTER_ADD.value
 
 def op_length(op: Op) -> int:
     """How many counters ``op`` consumes."""
-    kind = op[0]
-    if kind == TEXT_INSERT:
-        return len(op[4])
-    if kind == LIST_INSERT:
-        return len(op[4])
-    return 1
+    if len(op) == 5 and (op[0] == TEXT_INSERT or op[0] == LIST_INSERT):
+        content = op[4]
+        if type(content) is str or type(content) is tuple:
+            return len(content)
+    return 1  # malformed ops are refused when checked
 
 
 def ops_length(ops: tuple[Op, ...]) -> int:

@@ -53,6 +53,18 @@ from gether.core.state import DocState
 from gether.core.values import Kind, NamedRef, NewContainer
 from gether.errors import DecodeError, UnsupportedVersionError
 
+# what damaged bytes can raise on their way through lzma, msgpack and the columns
+_CORRUPT = (
+    lzma.LZMAError,
+    msgpack.exceptions.UnpackException,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    StopIteration,
+    UnicodeDecodeError,
+)
+
 MAGIC = b"GTd"
 FORMAT = 1
 _EXT_DELETED = 3
@@ -326,7 +338,10 @@ class SavedDocument:
         self.staged = list(staged)
 
     def events(self) -> list[Event]:
-        return decode_history(self.names, _unpack(_decompress(self._history)), self.text)
+        try:
+            return decode_history(self.names, _unpack(_decompress(self._history)), self.text)
+        except _CORRUPT as exc:
+            raise DecodeError(f"corrupt saved history: {exc!r}") from exc
 
     def key_of(self, replica: str) -> bytes | None:
         """The key id a replica of this history signs with, if it has events."""
@@ -361,12 +376,8 @@ def decode_document(data: bytes) -> SavedDocument:
         return SavedDocument(raw)
     except DecodeError:
         raise
-    except (lzma.LZMAError, ValueError, TypeError, KeyError, IndexError) as exc:
+    except _CORRUPT as exc:
         raise DecodeError(f"corrupt saved document: {exc!r}") from exc
-    except Exception as exc:  # msgpack's own errors
-        if "msgpack" in type(exc).__module__:
-            raise DecodeError(f"corrupt saved document: {exc!r}") from exc
-        raise
 
 
 def _deltas(values: list[int]) -> list[int]:

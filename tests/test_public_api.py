@@ -1,0 +1,37 @@
+"""The public facade: a small, explicit surface with the names API.md promises."""
+
+from __future__ import annotations
+
+import gether
+
+
+def test_all_names_exist() -> None:
+    for name in gether.__all__:
+        assert hasattr(gether, name), name
+
+
+def test_api_md_names() -> None:
+    for name in ("Document", "Text", "Counter", "Event", "Version", "GetherError"):
+        assert name in gether.__all__
+    doc = gether.Document()
+    for method in (
+        "text", "list", "map", "counter", "apply_update", "get", "to_json", "transaction",
+        "events_since", "apply_events", "save", "load", "at", "fork", "merge", "version",
+    ):  # fmt: skip
+        assert hasattr(doc, method), method
+
+
+def test_every_error_has_a_stable_code() -> None:
+    errors = [getattr(gether, n) for n in gether.__all__ if n.endswith("Error")]
+    codes = [e.code for e in errors]
+    assert all(issubclass(e, gether.GetherError) for e in errors)
+    assert len(set(codes)) == len(codes)
+
+
+def test_import_is_light() -> None:
+    import sys
+
+    for heavy in ("asyncio", "sqlite3", "psycopg", "redis", "hypothesis"):
+        if heavy in sys.modules:
+            continue  # another test imported it; only check what gether pulls in
+        assert heavy not in sys.modules
