@@ -490,7 +490,7 @@ class Document:
             raise InvalidEventError(f"{event.id}: counter must be {log.next_counter(author)}")
         vector = self._vector_of(event)
         if seq == 1:
-            key = check_first_key(event)
+            key = check_first_key(log, event)
         else:
             bound = log.key_of(author)
             if event.public_key is not None or bound is None or bound[0] != event.key_id:
@@ -559,7 +559,7 @@ class Document:
                 _apply_ops(self._state, event)
             author = event.id[0]
             if event.id[1] == 1 and author != self._replica:
-                log.bind_key(author, event.key_id, check_first_key(event))
+                log.bind_key(author, event.key_id, check_first_key(log, event))
             parents = [p for p, _ in event.parents]
             log.record(event, log.vector_for(parents, author) if parents else {})
             self._clock.observe(event.hlc)

@@ -36,7 +36,7 @@ _EMPTY: Vector = {}
 
 class EventLog:
     __slots__ = (
-        "_counter_starts",
+        "_checked",
         "_keys",
         "_vectors",
         "chains",
@@ -55,12 +55,14 @@ class EventLog:
         self.max_lamport = 0
         # per replica: the causal past of each event on other replicas, shared
         # between consecutive events that saw nothing new.
-        self._vectors: dict[str, list[Vector]] = {}
-        self._counter_starts: dict[str, list[int]] = {}
+        # per replica: the seqs at which its causal vector changed, and the
+        # vectors; consecutive events that saw nothing new share one entry
+        self._vectors: dict[str, tuple[list[int], list[Vector]]] = {}
         self._keys: dict[str, tuple[bytes, Ed25519PublicKey | None]] = {}
         self.staged: dict[EventId, Event] = {}
         self.trusted: set[EventId] = set()
         self.rejected: dict[EventId, bytes] = {}
+        self._checked: dict[bytes, Ed25519PublicKey] = {}
 
     # -- what is applied -----------------------------------------------------
 
@@ -99,7 +101,7 @@ class EventLog:
         """For each replica, the highest seq in the causal past of ``parents``."""
         merged: Vector = {}
         for replica, seq in parents:
-            for other, other_seq in self._vectors[replica][seq - 1].items():
+            for other, other_seq in self._vector_at(replica, seq).items():
                 if other_seq > merged.get(other, 0):
                     merged[other] = other_seq
             if seq > merged.get(replica, 0):
@@ -108,13 +110,19 @@ class EventLog:
 
     def own_vector(self, replica: str) -> Vector:
         """The vector of ``replica``'s newest event (its next one, if it saw nothing new)."""
-        return self._vectors[replica][-1]
+        return self._vectors[replica][1][-1]
+
+    def _vector_at(self, replica: str, seq: int) -> Vector:
+        seqs, vectors = self._vectors[replica]
+        if seqs[-1] <= seq:
+            return vectors[-1]
+        return vectors[bisect_right(seqs, seq) - 1]
 
     def vector_for(self, parents: list[EventId], author: str) -> Vector:
         """The causal past, on replicas other than ``author``, of an event with
         these parents (shared with the parent when nothing new was seen)."""
         if len(parents) == 1 and parents[0][0] == author:
-            return self._vectors[author][parents[0][1] - 1]
+            return self._vector_at(author, parents[0][1])
         merged = self.full_vector(parents)
         merged.pop(author, None)
         return merged or _EMPTY
@@ -126,16 +134,6 @@ class EventLog:
             return False
         return counter < self.chains[replica][seq - 1].end
 
-    def counter_owner(self, replica: str, counter: int) -> EventId | None:
-        """The event that made counter ``counter`` of ``replica``."""
-        starts = self._counter_starts.get(replica)
-        if not starts:
-            return None
-        seq = bisect_right(starts, counter)
-        if seq == 0 or counter >= self.chains[replica][seq - 1].end:
-            return None
-        return EventId(replica, seq)
-
     # -- recording -----------------------------------------------------------
 
     def record(self, event: Event, vector: Vector) -> None:
@@ -144,11 +142,12 @@ class EventLog:
         chain = self.chains.get(replica)
         if chain is None:
             chain = self.chains[replica] = []
-            self._vectors[replica] = []
-            self._counter_starts[replica] = []
+            self._vectors[replica] = ([], [])
         chain.append(event)
-        self._vectors[replica].append(vector)
-        self._counter_starts[replica].append(event.counter)
+        seqs, vectors = self._vectors[replica]
+        if not vectors or vectors[-1] is not vector:
+            seqs.append(event.id[1])
+            vectors.append(vector)
         heads = self.heads
         for parent, _ in event.parents:
             heads.pop(parent, None)
@@ -189,10 +188,20 @@ class EventLog:
         return True
 
     def authenticate(self) -> list[tuple[EventId, GetherError]]:
-        """Trust what can be trusted among staged events; return those rejected."""
+        """Trust what can be trusted among staged events; return those rejected.
+
+        Each author's events are taken newest first: one verified signature
+        trusts the whole hash chain below it, so a batch costs one signature
+        check per author, however many of its events carry signatures.
+        """
         errors: list[tuple[EventId, GetherError]] = []
-        for event_id, event in list(self.staged.items()):
-            if event_id in self.trusted or event_id not in self.staged:
+        waiting = sorted(
+            (event_id for event_id in self.staged if event_id not in self.trusted),
+            key=lambda event_id: (event_id[0], -event_id[1]),
+        )
+        for event_id in waiting:
+            event = self.staged.get(event_id)
+            if event is None or event_id in self.trusted:
                 continue
             if event.signature is not None:
                 try:
@@ -227,7 +236,14 @@ class EventLog:
             return None  # wait until the replica's first event arrives
         if key_id_of(first.public_key) != event.key_id:
             raise SignatureError(f"{event.id} names a key that is not its replica's")
-        return check_public_key(first.public_key)
+        return self.checked_key(first.public_key)
+
+    def checked_key(self, public_key: bytes) -> Ed25519PublicKey:
+        """``check_public_key``, remembered: the curve arithmetic is slow."""
+        key = self._checked.get(public_key)
+        if key is None:
+            key = self._checked[public_key] = check_public_key(public_key)
+        return key
 
     def _verify_signature(self, event: Event) -> bool:
         """True if verified, False if the key is not known yet; raises if forged."""
@@ -313,10 +329,10 @@ def _id_order(staged: dict[EventId, Event]):  # type: ignore[no-untyped-def]
     return key
 
 
-def check_first_key(event: Event) -> Ed25519PublicKey:
+def check_first_key(log: EventLog, event: Event) -> Ed25519PublicKey:
     """The key a replica's first event binds it to."""
     if event.public_key is None:
         raise InvalidKeyError(f"{event.id} is a replica's first event and carries no public key")
     if key_id_of(event.public_key) != event.key_id:
         raise InvalidKeyError(f"{event.id}: key id does not match its public key")
-    return check_public_key(event.public_key)
+    return log.checked_key(event.public_key)
