@@ -395,6 +395,8 @@ class Document:
 
     @property
     def version(self) -> Version:
+        if self._log_value is None and self._saved is not None:
+            return Version(self._saved.version())
         return self._log.version()
 
     @property
@@ -403,6 +405,8 @@ class Document:
 
     @property
     def event_count(self) -> int:
+        if self._log_value is None and self._saved is not None:
+            return sum(self._saved.version().values())
         return len(self._log)
 
     @property

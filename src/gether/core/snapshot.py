@@ -310,7 +310,7 @@ def encode_document(
     keys = [(rep(replica), chain[0].key_id) for replica, chain in chains.items()]
     return _frame(
         rep.names,
-        (max_hlc, keys),
+        (max_hlc, keys, [(rep(replica), len(chain)) for replica, chain in chains.items()]),
         _compress(_pack(encode_state(rep, state, text_index))),
         _compress(text.encode()),
         _compress(_pack(history)),
@@ -354,6 +354,10 @@ class SavedDocument:
     def max_hlc(self) -> int:
         value: int = self._summary[0]
         return value
+
+    def version(self) -> dict[str, int]:
+        """How many events of each replica the history holds."""
+        return {self.names[index]: count for index, count in self._summary[2]}
 
 
 def encode_saved(saved: SavedDocument) -> bytes:

@@ -85,7 +85,7 @@ def texts(min_size: int = 0, max_size: int = 8) -> st.SearchStrategy[str]:
     chars = st.one_of(
         st.sampled_from("abcxyz "),
         st.sampled_from(_ASTRAL),
-        st.characters(exclude_categories=("Cs",)),
+        st.characters(codec="utf-8"),  # every code point but surrogates
     )
     return st.text(chars, min_size=min_size, max_size=max_size)
 
@@ -153,36 +153,62 @@ NAMED: dict[str, tuple[str, ...]] = {
 """Names of the top-level named containers, by kind (``doc.text("T")`` and so on)."""
 
 ROOT_KEYS = ("a", "b", "todos")
-"""Top-level keys that plain ``doc[k] = v`` writes; disjoint from the named ones."""
+"""Top-level keys that plain ``doc[k] = v`` writes; disjoint from the named ones.
+
+``todos`` usually holds a TODO list (maps of ``text`` and ``done``), ``b`` a
+kitchen sink (``t`` text, ``l`` list, ``m`` map, ``c`` counter), so that nested
+edits find their targets; any of them may be overwritten by any value.
+"""
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where an op applies: a root, then the n-th child at each step.
+    """Where an op applies: a root, then one child per step.
 
     ``root`` is ``("named", kind, name)`` for ``doc.text(name)`` and friends,
     ``("key", key)`` for ``doc[key]``, or ``("doc",)`` for the document itself
-    (the root map). Each step picks child ``n % len`` of the container there
-    (a map's children in sorted key order).
+    (the root map). A string step is a map key; an integer step picks child
+    ``n % len`` of the container there (a map's children in sorted key order).
     """
 
     root: tuple[str, ...]
-    steps: tuple[int, ...] = ()
+    steps: tuple[int | str, ...] = ()
+
+
+_DOC = Target(("doc",))
+_CHILD = st.integers(0, 7)
+
+_SHAPED: dict[str, list[Target | tuple[str, ...]]] = {
+    "text": [("key", "todos", "*", "text"), ("key", "b", "t"), ("key", "b", "m", "*")],
+    "list": [("key", "todos"), ("key", "b", "l"), ("key", "b", "l", "*")],
+    "map": [("key", "todos", "*"), ("key", "b"), ("key", "b", "m"), ("key", "b", "l", "*")],
+    "counter": [("key", "b", "c"), ("key", "b", "m", "*")],
+}
+"""Paths that often hold a ``kind`` in the shapes :func:`ops` writes (``*`` is any child)."""
+
+
+def _shaped(path: tuple[str, ...]) -> st.SearchStrategy[Target]:
+    steps = [_CHILD if step == "*" else st.just(step) for step in path[2:]]
+    return st.tuples(*steps).map(lambda s: Target(path[:2], s))
 
 
 def targets(kind: str) -> st.SearchStrategy[Target]:
-    """Targets likely to hold a container of ``kind`` ("text", "list", "map", "counter")."""
-    named = st.builds(
-        Target, st.sampled_from([("named", kind, name) for name in NAMED[kind]]), st.just(())
-    )
-    nested = st.builds(
+    """Targets likely to hold a container of ``kind`` ("text", "list", "map", "counter").
+
+    Named containers (which always exist), places where the TODO and
+    kitchen-sink shapes keep one, and arbitrary paths (which mostly miss, and
+    sometimes find a container in an unexpected place).
+    """
+    named = st.sampled_from([Target(("named", kind, name)) for name in NAMED[kind]])
+    shaped = st.one_of(*[_shaped(path) for path in _SHAPED[kind] if isinstance(path, tuple)])
+    anywhere = st.builds(
         Target,
         st.sampled_from([("key", k) for k in ROOT_KEYS] + [("named", "list", "L")]),
-        st.lists(st.integers(0, 7), min_size=0, max_size=3).map(tuple),
+        st.lists(_CHILD, min_size=1, max_size=3).map(tuple),
     )
-    options = [named, named, nested]  # named containers always exist: weigh them up
+    options = [named, named, shaped, anywhere]
     if kind == "map":
-        options.append(st.just(Target(("doc",))))
+        options.append(st.just(_DOC))
     return st.one_of(*options)
 
 
@@ -418,11 +444,24 @@ Op: TypeAlias = (
 _INDEX = st.integers(0, 40)
 
 
+def _kitchen_sinks() -> st.SearchStrategy[Value]:
+    """A map holding one of each container type, under fixed keys."""
+    return st.fixed_dictionaries(
+        {
+            "t": st.builds(TextSpec, texts()),
+            "l": st.lists(values(3), max_size=3),
+            "m": st.dictionaries(_KEYS, values(3), max_size=3),
+            "c": st.builds(CounterSpec, st.integers(-100, 100)),
+        }
+    )
+
+
 def _root_key_set() -> st.SearchStrategy[Op]:
-    """Writes at the top level: whole containers, or a TODO list of maps of text."""
+    """Writes at the top level: the usual shapes, or any value at any root key."""
     return st.one_of(
-        st.builds(MapSet, st.just(Target(("doc",))), st.sampled_from(ROOT_KEYS), values()),
-        st.builds(MapSet, st.just(Target(("doc",))), st.just("todos"), _todo_lists()),
+        st.builds(MapSet, st.just(_DOC), st.just("todos"), _todo_lists()),
+        st.builds(MapSet, st.just(_DOC), st.just("b"), _kitchen_sinks()),
+        st.builds(MapSet, st.just(_DOC), st.sampled_from(ROOT_KEYS), values()),
     )
 
 
@@ -431,20 +470,21 @@ def single_ops() -> st.SearchStrategy[Op]:
     text = targets("text")
     lst = targets("list")
     mp = targets("map")
+    # hypothesis leans towards the first branches: put the cheap, common edits there
     return st.one_of(
-        _root_key_set(),
-        st.builds(MapSet, mp, _KEYS, values()),
-        st.builds(MapDelete, mp, _INDEX),
-        st.builds(PathSet, mp, st.sampled_from(["x", "y", "done"]), values(3), st.booleans()),
         st.builds(TextInsert, text, _INDEX, texts(1)),
-        st.builds(TextDelete, text, _INDEX, st.integers(1, 5)),
-        st.builds(TextSplice, text, _INDEX, _INDEX, texts()),
-        st.builds(ListAppend, lst, values(4)),
         st.builds(ListInsert, lst, _INDEX, values(4)),
-        st.builds(ListDelete, lst, _INDEX),
-        st.builds(ListSet, lst, _INDEX, values(4)),
-        st.builds(ListMove, lst, _INDEX, _INDEX),
         st.builds(CounterAdd, targets("counter"), st.integers(-50, 50).filter(bool)),
+        st.builds(TextDelete, text, _INDEX, st.integers(1, 5)),
+        st.builds(ListMove, lst, _INDEX, _INDEX),
+        st.builds(MapSet, mp, _KEYS, values()),
+        st.builds(ListDelete, lst, _INDEX),
+        st.builds(TextSplice, text, _INDEX, _INDEX, texts()),
+        st.builds(MapDelete, mp, _INDEX),
+        st.builds(ListAppend, lst, values(4)),
+        st.builds(ListSet, lst, _INDEX, values(4)),
+        st.builds(PathSet, mp, st.sampled_from(["x", "y", "done"]), values(3), st.booleans()),
+        _root_key_set(),
     )
 
 
@@ -511,14 +551,18 @@ def resolve(doc: gether.Document, target: Target) -> tuple[Any, tuple[str | int,
         case _:
             raise ValueError(f"bad target root {target.root!r}")
     for step in target.steps:
-        match kind_of(node):
-            case "map":
+        match kind_of(node), step:
+            case "map", str():
+                if step not in node:
+                    return None
+                node, path = node[step], (*path, step)
+            case "map", int():
                 keys = _map_keys(node)
                 if not keys:
                     return None
                 key = keys[step % len(keys)]
                 node, path = node[key], (*path, key)
-            case "list":
+            case "list", int():
                 if len(node) == 0:
                     return None
                 index = step % len(node)
