@@ -54,12 +54,20 @@ def _decompress(encoded: bytes) -> tuple[int, int] | None:
     return x, y
 
 
-def _double(point: tuple[int, int]) -> tuple[int, int]:
-    x, y = point
-    dxy = _D * x * x * y * y % _P
-    x3 = 2 * x * y * pow(1 + dxy, _P - 2, _P) % _P
-    y3 = (y * y + x * x) * pow(1 - dxy, _P - 2, _P) % _P
-    return x3, y3
+def _has_small_order(x: int, y: int) -> bool:
+    """Is 8·P the identity? Three doublings in projective coordinates (no
+    inversions; dbl-2008-hwcd with a = -1)."""
+    px, py, pz = x, y, 1
+    for _ in range(3):
+        a = px * px % _P
+        b = py * py % _P
+        c = 2 * pz * pz % _P
+        e = ((px + py) * (px + py) - a - b) % _P
+        g = (b - a) % _P
+        f = (g - c) % _P
+        h = (-a - b) % _P
+        px, py, pz = e * f % _P, g * h % _P, f * g % _P
+    return px == 0 and py == pz
 
 
 def check_public_key(public_key: bytes) -> Ed25519PublicKey:
@@ -69,9 +77,7 @@ def check_public_key(public_key: bytes) -> Ed25519PublicKey:
     point = _decompress(public_key)
     if point is None:
         raise InvalidKeyError("public key is not a canonical point of Ed25519")
-    for _ in range(3):
-        point = _double(point)
-    if point == (0, 1):
+    if _has_small_order(*point):
         raise InvalidKeyError("public key has small order")
     return Ed25519PublicKey.from_public_bytes(public_key)
 
