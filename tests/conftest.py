@@ -31,7 +31,7 @@ settings.register_profile(
     "ci",
     derandomize=True,
     deadline=None,
-    max_examples=200,
+    max_examples=250,
     suppress_health_check=_SLOW_OK,
     phases=_NO_EXPLAIN,
     print_blob=True,

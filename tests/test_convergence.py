@@ -119,6 +119,8 @@ def check_converged(docs: list[gether.Document], created: int, rng: random.Rando
     source = docs[rng.randrange(len(docs))]
     history = [e.to_bytes() for e in source.events_since(None)]
     assert len(history) == created
+    for data in history:
+        assert gether.Event.from_bytes(data).to_bytes() == data
     rng.shuffle(history)
     fresh = gether.Document(replica_id="fresh")
     fresh.apply_events(history)
@@ -326,6 +328,7 @@ class ThreeReplicas(RuleBasedStateMachine):
         self.snapshots: list[Any] = [doc.to_json() for doc in self.net.replicas]
         self.counts = [0, 0, 0]
         self.may_change: frozenset[int] = frozenset()
+        self.history: list[dict[gether.Version, Any]] = [{}, {}, {}]
 
     @initialize(seed=st.integers(0, 2**32))
     def seeded(self, seed: int) -> None:
@@ -335,6 +338,11 @@ class ThreeReplicas(RuleBasedStateMachine):
     def edit(self, replica: int, op: Op) -> None:
         self.created += apply_counted(self.net[replica], op)
         self.may_change = frozenset({replica})
+
+    @rule(replica=st.integers(0, 2), op=ops())
+    def edit_and_broadcast(self, replica: int, op: Op) -> None:
+        self.edit(replica, op)
+        self.net.broadcast(replica)
 
     @rule(replica=st.integers(0, 2))
     def broadcast(self, replica: int) -> None:
@@ -371,6 +379,15 @@ class ThreeReplicas(RuleBasedStateMachine):
         )
         self.may_change = frozenset()
 
+    @rule(replica=st.integers(0, 2), pick=st.integers(0, 1000))
+    def time_travel(self, replica: int, pick: int) -> None:
+        """A past version of a replica reads as the replica did back then."""
+        past = list(self.history[replica].items())
+        if past:
+            version, json = past[pick % len(past)]
+            assert self.net[replica].at(version).to_json() == json
+        self.may_change = frozenset()
+
     @rule()
     def settle(self) -> None:
         self.net.settle()
@@ -384,6 +401,7 @@ class ThreeReplicas(RuleBasedStateMachine):
             if i not in self.may_change:
                 assert now == self.snapshots[i], f"replica {i} changed on its own"
             self.snapshots[i] = now
+            self.history[i].setdefault(doc.version, now)
 
     @invariant()
     def event_counts_only_grow(self) -> None:
@@ -401,7 +419,7 @@ class ThreeReplicas(RuleBasedStateMachine):
         check_converged(self.net.replicas, self.created, random.Random(0))
 
 
-ThreeReplicas.TestCase.settings = settings(max_examples=BASE, stateful_step_count=30)
+ThreeReplicas.TestCase.settings = settings(max_examples=BASE, stateful_step_count=40)
 TestThreeReplicas = ThreeReplicas.TestCase
 
 
@@ -508,6 +526,22 @@ def test_concurrent_delete_and_move_converge_without_duplicates() -> None:
         result = list(r1.list("l"))
         assert len(result) == len(set(result))
         assert {"b", "c", "d"} <= set(result) <= {"a", "b", "c", "d"}
+
+
+def test_edits_inside_an_item_follow_a_concurrent_move() -> None:
+    r1, r2 = new_docs(2)
+    r1["todos"] = [{"text": gether.Text(name), "done": False} for name in ("milk", "eggs", "jam")]
+    sync(r1, r2)
+    r1["todos"].move(0, 2)
+    r2["todos"][0]["done"] = True
+    r2["todos"][0]["text"].insert(4, "!")
+    sync(r1, r2)
+    assert r1.to_json() == r2.to_json()
+    assert r1.to_json()["todos"] == [
+        {"text": "eggs", "done": False},
+        {"text": "jam", "done": False},
+        {"text": "milk!", "done": True},
+    ]
 
 
 def test_concurrent_moves_of_different_items_keep_every_item() -> None:

@@ -239,3 +239,21 @@ def test_version_is_hashable_and_ordered() -> None:
     a["x"] = 1
     assert v0 <= a.version and not a.version <= v0
     assert len({v0, a.version, gether.Version({"a": 1})}) == 2
+
+
+def test_counter_total_may_pass_64_bits_and_still_saves() -> None:
+    docs = [doc(r) for r in "abc"]
+    for d in docs:
+        d.counter("c").increment(2**63 - 1)
+    sync(*docs)
+    assert docs[0]["c"].value == 3 * (2**63 - 1)
+    docs[0]["c"].decrement(2**63 - 1)
+    loaded = gether.Document.load(docs[0].save())
+    assert loaded["c"].value == 2 * (2**63 - 1)
+
+
+def test_document_iterates_its_keys() -> None:
+    d = doc()
+    d["b"] = 1
+    d["a"] = 2
+    assert list(d) == ["a", "b"] and len(d) == 2

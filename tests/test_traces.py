@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,15 @@ except FileNotFoundError:  # pragma: no cover - depends on the checkout
 SEQUENTIAL = traces.sequential_names(TRACES_DIR)
 # git-makefile-x2 has concurrent inserts at one position that assume
 # diamond-types' tie-break order; no other CRDT can replay it (see its README).
-CONCURRENT = ["friendsforever", "clownschool", "node_nodecc"]
+NODECC_REASON = "node_nodecc: ~7 min (204 replicas); set GETHER_FULL_TRACES=1 to run it"
+CONCURRENT = [
+    "friendsforever",
+    "clownschool",
+    pytest.param(
+        "node_nodecc",
+        marks=pytest.mark.skipif(not os.environ.get("GETHER_FULL_TRACES"), reason=NODECC_REASON),
+    ),
+]
 
 
 def _text_creation_events() -> int:
@@ -68,6 +77,6 @@ def test_sequential_trace(name: str) -> None:
 @pytest.mark.parametrize("name", CONCURRENT)
 def test_concurrent_trace(name: str) -> None:
     trace = traces.load_concurrent(name, traces_dir=TRACES_DIR)
-    doc = traces.replay_concurrent(trace, as_bytes=name == "node_nodecc")
+    doc = traces.replay_concurrent(trace, as_bytes=name == "friendsforever")
     assert str(doc.text("text")) == trace.end_content
     assert doc.event_count >= len(trace.txns)

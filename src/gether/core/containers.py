@@ -134,6 +134,9 @@ class TextState:
 
 
 class CounterState:
+    """A PN-counter. Each delta fits 64 bits; the total is a Python int, since
+    concurrent increments may sum past any fixed width."""
+
     __slots__ = ("id", "value")
     kind = Kind.COUNTER
 

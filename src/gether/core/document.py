@@ -351,7 +351,6 @@ class Document:
         if type(delta) is not int:
             raise TypeMismatchError("counters count in integers")
         check_int(delta)
-        check_int(container.value + delta)
         self._begin()
         container.value += delta
         self._push((COUNTER_ADD, container_id, delta))
@@ -605,6 +604,12 @@ class Document:
     def __contains__(self, key: object) -> bool:
         root: MapState = self._state.containers[ROOT]  # type: ignore[assignment]
         return isinstance(key, str) and self._state.map_value(root, key) is not DELETED
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
     def keys(self) -> list[str]:
         return list(self.to_json().keys())

@@ -50,7 +50,7 @@ from gether.core.history_codec import (
 from gether.core.ids import ContainerId, OpId
 from gether.core.sequence import Block, Run, Sequence
 from gether.core.state import DocState
-from gether.core.values import Kind, NamedRef, NewContainer
+from gether.core.values import INT_MAX, INT_MIN, Kind, NamedRef, NewContainer
 from gether.errors import DecodeError, UnsupportedVersionError
 
 # what damaged bytes can raise on their way through lzma, msgpack and the columns
@@ -228,7 +228,8 @@ def _enc_container_state(rep: Replicas, container: Container, text_index: TextIn
                 )
             )
         return (_enc_sequence(rep, container.seq, text_index), elements)
-    return container.value
+    # concurrent increments may sum past 64 bits: such totals travel as text
+    return container.value if INT_MIN <= container.value <= INT_MAX else str(container.value)
 
 
 def _dec_container_state(
@@ -257,7 +258,7 @@ def _dec_container_state(
             lst.elements[dec_id(names, element_id)] = element  # type: ignore[index]
         return lst
     counter = CounterState(cid)
-    counter.value = value
+    counter.value = int(value)
     return counter
 
 
