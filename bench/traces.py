@@ -408,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rows:
         print_sequential(rows, loops)
     if merged:
-        print()
+        if rows:
+            print()
         print_concurrent(merged)
     return 0
 

@@ -257,3 +257,21 @@ def test_document_iterates_its_keys() -> None:
     d["b"] = 1
     d["a"] = 2
     assert list(d) == ["a", "b"] and len(d) == 2
+
+
+def test_transaction_deleting_what_it_inserted_syncs() -> None:
+    a, b = doc("a"), doc("b")
+    t = a.text("t")
+    with a.transaction():
+        t.insert(0, "x")
+        t.insert(1, "y")
+        t.insert(2, "z")
+        t.delete(0, 3)
+        t.insert(0, "ok")
+    lst = a.list("l")
+    with a.transaction():
+        lst.append(1)
+        lst.append(2)
+        del lst[0:2]
+    b.merge(a)
+    assert b.to_json() == a.to_json() == {"l": [], "t": "ok"}

@@ -18,6 +18,7 @@ ALLOWED = {
     "runtime": {"core"},
     "cli": {"errors", "core", "document", "runtime"},
     "testing": {"errors", "core", "document", "runtime"},
+    "__main__": {"cli"},
 }
 
 

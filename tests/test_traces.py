@@ -18,7 +18,7 @@ except FileNotFoundError:  # pragma: no cover - depends on the checkout
 SEQUENTIAL = traces.sequential_names(TRACES_DIR)
 # git-makefile-x2 has concurrent inserts at one position that assume
 # diamond-types' tie-break order; no other CRDT can replay it (see its README).
-NODECC_REASON = "node_nodecc: ~7 min (204 replicas); set GETHER_FULL_TRACES=1 to run it"
+NODECC_REASON = "node_nodecc takes minutes (204 replicas); set GETHER_FULL_TRACES=1 to run it"
 CONCURRENT = [
     "friendsforever",
     "clownschool",

@@ -10,6 +10,7 @@ order they arrived in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gether.core.ids import ContainerId, OpId
@@ -125,12 +126,41 @@ class ListState:
 
 
 class TextState:
-    __slots__ = ("id", "seq")
+    """A text. A loaded one keeps its runs encoded until first edited or
+    merged: reading it only needs the visible text, which is cheaper to get."""
+
+    __slots__ = ("_decode", "_seq", "_text", "id")
     kind = Kind.TEXT
 
     def __init__(self, container_id: ContainerId) -> None:
         self.id = container_id
-        self.seq = Sequence(text=True)
+        self._seq: Sequence | None = Sequence(text=True)
+        self._decode: Callable[[], Sequence] | None = None
+        self._text: Callable[[], str] | None = None
+
+    def defer(self, decode: Callable[[], Sequence], text: Callable[[], str]) -> None:
+        self._seq = None
+        self._decode = decode
+        self._text = text
+
+    @property
+    def seq(self) -> Sequence:
+        seq = self._seq
+        if seq is None:
+            assert self._decode is not None
+            seq = self._seq = self._decode()
+            self._decode = self._text = None
+        return seq
+
+    def to_text(self) -> str:
+        if self._seq is None and self._text is not None:
+            return self._text()
+        return self.seq.to_text()
+
+    def __len__(self) -> int:
+        if self._seq is None:
+            return len(self.to_text())
+        return self._seq.visible
 
 
 class CounterState:

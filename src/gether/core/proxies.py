@@ -115,11 +115,11 @@ class TextProxy(Proxy):
 
     def __str__(self) -> str:
         state: TextState = self._state()
-        return state.seq.to_text()
+        return state.to_text()
 
     def __len__(self) -> int:
         state: TextState = self._state()
-        return state.seq.visible
+        return len(state)
 
     def __getitem__(self, index: int | slice) -> str:
         return str(self)[index]

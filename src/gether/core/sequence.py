@@ -96,6 +96,17 @@ class Sequence:
 
     # -- looking things up -------------------------------------------------
 
+    def rebuild_index(self) -> None:
+        """Index every run at once (faster than one by one, for loading)."""
+        by_replica: dict[str, dict[int, Run]] = {}
+        for block in self.blocks:
+            for run in block.runs:
+                runs = by_replica.get(run.replica)
+                if runs is None:
+                    runs = by_replica[run.replica] = {}
+                runs[run.counter] = run
+        self._index = {r: (SortedList(runs), runs) for r, runs in by_replica.items()}
+
     def _add_to_index(self, run: Run) -> None:
         entry = self._index.get(run.replica)
         if entry is None:

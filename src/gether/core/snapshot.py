@@ -22,6 +22,7 @@ share one compressed copy.
 from __future__ import annotations
 
 import lzma
+from itertools import accumulate
 from typing import Any
 
 import msgpack
@@ -157,55 +158,68 @@ def _enc_sequence(rep: Replicas, seq: Sequence, text_index: TextIndex) -> Any:
 def _dec_sequence(names: list[str], value: Any, text: bool, history_text: str) -> Sequence:
     reps, counter_deltas, lengths, flags, origins, contents = value
     seq = Sequence(text)
-    if text:
-        lags = iter(_undeltas(contents))
-    block = seq.blocks[0]
-    blocks = [block]
-    origin_iter = iter(origins)
+    lags = iter(_undeltas(contents)) if text else iter(())
+    next_origin = iter(origins).__next__
     counters = _undeltas(counter_deltas)
     replicas = [names[r] for r in reps]
+    blocks: list[Block] = []
+    block = Block()
+    runs = block.runs
     visible = 0
     previous_last: OpId | None = None
     count = len(counters)
-    for i, counter in enumerate(counters):
+    for i in range(count):
+        counter = counters[i]
         replica = replicas[i]
         length = lengths[i]
         flag = flags[i]
-        deleted = bool(flag & _DELETED)
         if flag & _LEFT_OWN:
             left: OpId | None = (replica, counter - 1)
         elif flag & _LEFT_PREVIOUS_RUN:
             left = previous_last
         else:
-            left = dec_id(names, next(origin_iter))
+            left = dec_id(names, next_origin())
         if flag & _RIGHT_NEXT_RUN and i + 1 < count:
             right: OpId | None = (replicas[i + 1], counters[i + 1])
         elif flag & _RIGHT_GIVEN:
-            right = dec_id(names, next(origin_iter))
+            right = dec_id(names, next_origin())
         else:
             right = None
         previous_last = (replica, counter + length - 1)
-        if text:
-            if deleted:
-                content: Any = ""
-            else:
-                offset = counter - next(lags)
-                content = history_text[offset : offset + length]
+        deleted = flag & _DELETED
+        if not text:
+            content: Any = dec_id(names, contents[i])
+        elif deleted:
+            content = ""
         else:
-            content = dec_id(names, contents[i])
-        if len(block.runs) >= 32:
-            block = Block()
+            offset = counter - next(lags)
+            content = history_text[offset : offset + length]
+        if len(runs) >= 32:
             blocks.append(block)
-        run = Run(replica, counter, length, content, left, right, deleted, block)
-        block.runs.append(run)
+            block = Block()
+            runs = block.runs
+        runs.append(Run(replica, counter, length, content, left, right, bool(deleted), block))
         block.size += length
         if not deleted:
             block.visible += length
             visible += length
-        seq._add_to_index(run)
+    blocks.append(block)
     seq.blocks = blocks
     seq.visible = visible
+    seq.rebuild_index()
     return seq
+
+
+def _visible_text(value: Any, history_text: str) -> str:
+    """The text of encoded runs, without building them."""
+    _, counter_deltas, lengths, flags, _, contents = value
+    lags = iter(_undeltas(contents))
+    pieces = []
+    for counter, length, flag in zip(accumulate(counter_deltas), lengths, flags, strict=True):
+        if not flag & _DELETED:
+            offset = counter - next(lags)
+            pieces.append(history_text[offset : offset + length])
+    return "".join(pieces)
 
 
 def _enc_container_state(rep: Replicas, container: Container, text_index: TextIndex) -> Any:
@@ -242,7 +256,10 @@ def _dec_container_state(
         return state
     if kind is Kind.TEXT:
         text = TextState(cid)
-        text.seq = _dec_sequence(names, value, True, history_text)
+        text.defer(
+            lambda: _dec_sequence(names, value, True, history_text),
+            lambda: _visible_text(value, history_text),
+        )
         return text
     if kind is Kind.LIST:
         lst = ListState(cid)
@@ -395,9 +412,4 @@ def _deltas(values: list[int]) -> list[int]:
 
 
 def _undeltas(values: list[int]) -> list[int]:
-    out = []
-    last = 0
-    for value in values:
-        last += value
-        out.append(last)
-    return out
+    return list(accumulate(values))

@@ -10,6 +10,7 @@ on what else the receiver happens to hold.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
@@ -80,8 +81,31 @@ class OpContext:
         self.author = author
         self.counter = counter
         self.in_past = in_past
-        self.created: dict[ContainerId, list[tuple[int, int]]] = {}
+        # per container: starts and ends of the id ranges this event made so
+        # far, in counter order (ops consume counters in order)
+        self.created: dict[ContainerId, tuple[list[int], list[int]]] = {}
         self.new_containers: dict[ContainerId, Kind] = {}
+
+    def made(self, container_id: ContainerId, start: int, end: int) -> None:
+        ranges = self.created.get(container_id)
+        if ranges is None:
+            ranges = self.created[container_id] = ([], [])
+        ranges[0].append(start)
+        ranges[1].append(end)
+
+    def made_here(self, container_id: ContainerId, start: int, end: int) -> bool:
+        """Did an earlier op of this event make every id in ``[start, end)``?"""
+        ranges = self.created.get(container_id)
+        if ranges is None:
+            return False
+        starts, ends = ranges
+        i = bisect_right(starts, start) - 1
+        while start < end:  # the span may cross several ops' ranges
+            if i < 0 or i >= len(starts) or not starts[i] <= start < ends[i]:
+                return False
+            start = ends[i]
+            i += 1
+        return True
 
     def before(self, replica: str, counter: int) -> bool:
         """Was ``(replica, counter)`` made by an event in this event's causal past?"""
@@ -263,7 +287,7 @@ class DocState:
             if not check_text(op[4]):
                 raise _bad("empty insert")
             self._check_origins(container_id, op, ctx)
-            ctx.created.setdefault(container_id, []).append((counter, counter + len(op[4])))
+            ctx.made(container_id, counter, counter + len(op[4]))
         elif kind == LIST_INSERT:
             values = op[4]
             if type(values) is not tuple or not values:
@@ -271,7 +295,7 @@ class DocState:
             for i, value in enumerate(values):
                 self._check_value(value, ctx, counter + i)
             self._check_origins(container_id, op, ctx)
-            ctx.created.setdefault(container_id, []).append((counter, counter + len(values)))
+            ctx.made(container_id, counter, counter + len(values))
         elif kind == SEQ_DELETE:
             spans = op[2]
             if type(spans) is not tuple or not spans:
@@ -291,7 +315,7 @@ class DocState:
         elif kind == LIST_MOVE:
             self._check_elements(container_id, *_check_id(op[2]), 1, ctx)
             self._check_origins(container_id, op, ctx)
-            ctx.created.setdefault(container_id, []).append((counter, counter + 1))
+            ctx.made(container_id, counter, counter + 1)
         elif kind == COUNTER_ADD:
             delta = op[2]
             if type(delta) is not int or not INT_MIN <= delta <= INT_MAX:
@@ -341,9 +365,8 @@ class DocState:
         slot) of the container, made before this op in the event's causal past."""
         end = start + length
         if replica == ctx.author and end > ctx.counter:
-            made = ctx.created.get(container_id, ())
             first = max(start, ctx.counter)
-            if not any(lo <= first and end <= hi for lo, hi in made):
+            if not ctx.made_here(container_id, first, end):
                 raise _bad("reference to an element this event has not made")
             end = first
             if start >= end:
@@ -378,7 +401,7 @@ class DocState:
                 self._json_of(self.element_value(container, e)) for e in container.element_ids()
             ]
         if isinstance(container, TextState):
-            return container.seq.to_text()
+            return container.to_text()
         return container.value
 
     def _json_of(self, value: Any) -> Any:
