@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,23 +9,15 @@ import pytest
 import gether
 from gether.testing import traces
 
-try:
-    TRACES_DIR = traces.find_traces_dir()
-except FileNotFoundError:  # pragma: no cover - depends on the checkout
-    pytest.skip("editing traces not found (set GETHER_TRACES)", allow_module_level=True)
+# ../shared/traces is part of every checkout's surroundings (CI included): a
+# missing folder is an error here, not a skip.
+TRACES_DIR = traces.find_traces_dir()
 
 SEQUENTIAL = traces.sequential_names(TRACES_DIR)
 # git-makefile-x2 has concurrent inserts at one position that assume
 # diamond-types' tie-break order; no other CRDT can replay it (see its README).
-NODECC_REASON = "node_nodecc takes minutes (204 replicas); set GETHER_FULL_TRACES=1 to run it"
-CONCURRENT = [
-    "friendsforever",
-    "clownschool",
-    pytest.param(
-        "node_nodecc",
-        marks=pytest.mark.skipif(not os.environ.get("GETHER_FULL_TRACES"), reason=NODECC_REASON),
-    ),
-]
+# node_nodecc (204 replicas) is the slowest test of the suite, a few minutes.
+CONCURRENT = ["friendsforever", "clownschool", "node_nodecc"]
 
 
 def _text_creation_events() -> int:

@@ -22,10 +22,9 @@ A per-replica sorted index finds the run holding a given id.
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections.abc import Iterator
 from typing import Any
-
-from sortedcontainers import SortedList
 
 from gether.core.ids import OpId
 
@@ -92,7 +91,7 @@ class Sequence:
         self.blocks: list[Block] = [Block()]
         self.visible = 0
         self._cursor = (0, 0)
-        self._index: dict[str, tuple[Any, dict[int, Run]]] = {}
+        self._index: dict[str, tuple[list[int], dict[int, Run]]] = {}
 
     # -- looking things up -------------------------------------------------
 
@@ -105,13 +104,13 @@ class Sequence:
                 if runs is None:
                     runs = by_replica[run.replica] = {}
                 runs[run.counter] = run
-        self._index = {r: (SortedList(runs), runs) for r, runs in by_replica.items()}
+        self._index = {r: (sorted(runs), runs) for r, runs in by_replica.items()}
 
     def _add_to_index(self, run: Run) -> None:
         entry = self._index.get(run.replica)
         if entry is None:
-            entry = self._index[run.replica] = (SortedList(), {})
-        entry[0].add(run.counter)
+            entry = self._index[run.replica] = ([], {})
+        insort(entry[0], run.counter)
         entry[1][run.counter] = run
 
     def find(self, element: OpId) -> tuple[Run, int] | None:
@@ -121,7 +120,10 @@ class Sequence:
             return None
         starts, runs = entry
         counter = element[1]
-        i = starts.bisect_right(counter) - 1
+        exact = runs.get(counter)
+        if exact is not None:
+            return exact, 0
+        i = bisect_right(starts, counter) - 1
         if i < 0:
             return None
         run: Run = runs[starts[i]]
@@ -404,7 +406,7 @@ class Sequence:
         if self.text:
             first.content += second.content
         starts, by_start = self._index[second.replica]
-        starts.remove(second.counter)
+        del starts[bisect_right(starts, second.counter) - 1]
         del by_start[second.counter]
 
     # -- remote edits ------------------------------------------------------
