@@ -229,7 +229,7 @@ def test_events_since_is_what_the_other_lacks() -> None:
     b.merge(a)
     a["y"] = 2
     a["z"] = 3
-    assert [e.id.seq for e in a.events_since(b.version)] == [2, 3]
+    assert [e.seq for e in a.events_since(b.version)] == [2, 3]
     assert a.events_since(a.version) == []
 
 

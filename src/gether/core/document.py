@@ -15,7 +15,7 @@ from gether.core import proxies
 from gether.core.containers import DELETED, ListState, MapState, Register, TextState
 from gether.core.event import Event
 from gether.core.hlc import Clock, HybridClock
-from gether.core.ids import ROOT, ContainerId, EventId, OpId, Version, check_replica_id
+from gether.core.ids import ROOT, ContainerId, EventId, EventKey, OpId, Version, check_replica_id
 from gether.core.keys import SigningKey
 from gether.core.oplog import EventLog, Vector, check_first_key
 from gether.core.ops import (
@@ -45,8 +45,6 @@ from gether.errors import (
 )
 
 PathLike = str | tuple[str | int, ...] | list[str | int]
-
-_new_event_id = tuple.__new__
 
 
 class Document:
@@ -201,7 +199,7 @@ class Document:
             prev = chain[-1].hash
         key = self._key
         event = Event(
-            _new_event_id(EventId, (me, seq)),
+            (me, seq),
             chain[-1].end if chain else 0,
             log.max_lamport + 1,
             self._txn_hlc,
@@ -399,8 +397,8 @@ class Document:
         return self._log.version()
 
     @property
-    def heads(self) -> tuple[EventId, ...]:
-        return tuple(sorted(self._log.heads))
+    def heads(self) -> tuple[EventKey, ...]:
+        return tuple(EventId(*h) for h in sorted(self._log.heads))
 
     @property
     def event_count(self) -> int:
@@ -409,9 +407,9 @@ class Document:
         return len(self._log)
 
     @property
-    def pending(self) -> frozenset[EventId]:
+    def pending(self) -> frozenset[EventKey]:
         """Received events still waiting (for their parents or for authentication)."""
-        return frozenset(self._log.staged)
+        return frozenset(EventId(*e) for e in self._log.staged)
 
     def events_since(self, version: Version | None = None) -> list[Event]:
         """The events a replica at ``version`` lacks (all if None), parents first.

@@ -26,7 +26,6 @@ from typing import Any
 
 import msgpack
 
-from gether.core.ids import EventId
 from gether.core.keys import KEY_ID_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
 from gether.core.ops import Op, ops_length
 from gether.core.values import Kind, NamedRef, NewContainer
@@ -40,7 +39,7 @@ MAX_EVENT_BYTES = 64 * 1024 * 1024
 _EXT_NEW = 1
 _EXT_NAMED = 2
 
-Parent = tuple[EventId, bytes]
+Parent = tuple[tuple[str, int], bytes]
 
 
 def _ext_default(value: object) -> msgpack.ExtType:
@@ -83,8 +82,11 @@ def unpack(data: bytes) -> Any:
 
 
 class Event:
-    """One immutable, hashed event. ``signature`` may be filled in later (lazily
-    by its author, when it first leaves the replica)."""
+    """One immutable, hashed event. ``id`` is the plain tuple ``(replica, seq)``
+    (equal to an ``EventId``): exact tuples of strings and ints are left alone by
+    the cyclic garbage collector, which matters with a million events alive.
+    ``signature`` may be filled in later (lazily by its author, when it first
+    leaves the replica)."""
 
     __slots__ = (
         "body",
@@ -104,7 +106,7 @@ class Event:
 
     def __init__(
         self,
-        event_id: EventId,
+        event_id: tuple[str, int],
         counter: int,
         lamport: int,
         hlc: int,
@@ -249,7 +251,7 @@ def decode_body(body: bytes, signature: bytes | None = None) -> Event:
             or len(parent[2]) != HASH_SIZE
         ):
             raise DecodeError("malformed parent")
-        parsed.append((EventId(parent[0], parent[1]), parent[2]))
+        parsed.append(((parent[0], parent[1]), parent[2]))
     if len({p for p, _ in parsed}) != len(parsed):
         raise DecodeError("duplicate parent")
     for op in ops:
@@ -257,7 +259,7 @@ def decode_body(body: bytes, signature: bytes | None = None) -> Event:
             raise DecodeError("malformed op")
     try:
         event = Event(
-            EventId(replica, seq),
+            (replica, seq),
             counter,
             lamport,
             hlc,

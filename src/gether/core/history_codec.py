@@ -13,7 +13,7 @@ from bisect import bisect_right
 from typing import Any
 
 from gether.core.event import Event
-from gether.core.ids import ROOT, ContainerId, EventId, OpId
+from gether.core.ids import ROOT, ContainerId, EventKey, OpId
 from gether.core.ops import (
     COUNTER_ADD,
     LIST_INSERT,
@@ -218,13 +218,13 @@ def decode_history(names: list[str], history: Any, text: str) -> list[Event]:
     containers = [dec_container(names, c) for c in table]
     raw = _Reader(names, containers, dict(zip(_COLUMNS, columns, strict=True)), text).read(headers)
     raw.sort(key=_raw_order)
-    events: dict[EventId, Event] = {}
+    events: dict[EventKey, Event] = {}
     signatures = {(names[h[0]], h[3]): h[4] for h in headers}
     for event_id, counter, end, lamport, hlc, key_id, public_key, parent_ids, ops in raw:
         parents = tuple((p, events[p].hash) for p in parent_ids)
         prev = None
         if event_id[1] > 1 and (event_id[0], event_id[1] - 1) not in parent_ids:
-            prev = events[EventId(event_id[0], event_id[1] - 1)].hash
+            prev = events[(event_id[0], event_id[1] - 1)].hash
         events[event_id] = Event(
             event_id,
             counter,
@@ -241,7 +241,7 @@ def decode_history(names: list[str], history: Any, text: str) -> list[Event]:
     return list(events.values())
 
 
-def _raw_order(item: tuple[Any, ...]) -> tuple[int, EventId]:
+def _raw_order(item: tuple[Any, ...]) -> tuple[int, EventKey]:
     return item[3], item[0]
 
 
@@ -261,7 +261,6 @@ class _Reader:
 
     def read(self, headers: Any) -> list[tuple[Any, ...]]:
         raw: list[tuple[Any, ...]] = []
-        new_id = tuple.__new__
         names = self.names
         nxt = self.next
         lamports, hlcs, nparents, parents, nops = (
@@ -278,11 +277,9 @@ class _Reader:
                 hlc += hlcs()
                 n = nparents()
                 if n == -1:
-                    parent_ids: tuple[EventId, ...] = (new_id(EventId, (replica, seq - 1)),)
+                    parent_ids: tuple[EventKey, ...] = ((replica, seq - 1),)
                 else:
-                    parent_ids = tuple(
-                        new_id(EventId, (names[parents()], parents())) for _ in range(n)
-                    )
+                    parent_ids = tuple((names[parents()], parents()) for _ in range(n))
                 start = counter
                 n = nops()
                 if n == 1:
@@ -297,7 +294,7 @@ class _Reader:
                     ops = tuple(built)
                 raw.append(
                     (
-                        new_id(EventId, (replica, seq)),
+                        (replica, seq),
                         start,
                         counter,
                         lamport,

@@ -50,6 +50,10 @@ def is_named(container: ContainerId) -> bool:
     return container[0].startswith("/")
 
 
+EventKey = tuple[str, int]
+"""``(replica, seq)`` as the core keeps it: a plain tuple, equal to an EventId."""
+
+
 class EventId(NamedTuple):
     """``(replica, seq)`` of one event; seq counts from 1 per replica."""
 
@@ -107,8 +111,8 @@ class Version(Mapping[str, int]):
         """True if every event of ``self`` is in ``other``."""
         return all(other.get(r) >= s for r, s in self._entries.items())
 
-    def includes(self, event: EventId) -> bool:
-        return self._entries.get(event.replica, 0) >= event.seq
+    def includes(self, event: tuple[str, int]) -> bool:
+        return self._entries.get(event[0], 0) >= event[1]
 
     def merged(self, other: Version) -> Version:
         out = dict(self._entries)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gether.core.event import Event
-from gether.core.ids import EventId, Version
+from gether.core.ids import EventKey, Version
 from gether.core.keys import check_public_key, key_id_of, verify
 from gether.errors import (
     EquivocationError,
@@ -51,7 +51,7 @@ class EventLog:
     def __init__(self, local: str) -> None:
         self.local = local
         self.chains: dict[str, list[Event]] = {}
-        self.heads: dict[EventId, bytes] = {}
+        self.heads: dict[EventKey, bytes] = {}
         self.max_lamport = 0
         # per replica: the causal past of each event on other replicas, shared
         # between consecutive events that saw nothing new.
@@ -59,9 +59,9 @@ class EventLog:
         # vectors; consecutive events that saw nothing new share one entry
         self._vectors: dict[str, tuple[list[int], list[Vector]]] = {}
         self._keys: dict[str, tuple[bytes, Ed25519PublicKey | None]] = {}
-        self.staged: dict[EventId, Event] = {}
-        self.trusted: set[EventId] = set()
-        self.rejected: dict[EventId, bytes] = {}
+        self.staged: dict[EventKey, Event] = {}
+        self.trusted: set[EventKey] = set()
+        self.rejected: dict[EventKey, bytes] = {}
         self._checked: dict[bytes, Ed25519PublicKey] = {}
 
     # -- what is applied -----------------------------------------------------
@@ -69,7 +69,7 @@ class EventLog:
     def __len__(self) -> int:
         return sum(len(chain) for chain in self.chains.values())
 
-    def get(self, event_id: EventId) -> Event | None:
+    def get(self, event_id: EventKey) -> Event | None:
         chain = self.chains.get(event_id[0])
         if chain is not None and 0 < event_id[1] <= len(chain):
             return chain[event_id[1] - 1]
@@ -97,7 +97,7 @@ class EventLog:
 
     # -- causality -------------------------------------------------------------
 
-    def full_vector(self, parents: Iterable[EventId]) -> Vector:
+    def full_vector(self, parents: Iterable[EventKey]) -> Vector:
         """For each replica, the highest seq in the causal past of ``parents``."""
         merged: Vector = {}
         for replica, seq in parents:
@@ -118,7 +118,7 @@ class EventLog:
             return vectors[-1]
         return vectors[bisect_right(seqs, seq) - 1]
 
-    def vector_for(self, parents: list[EventId], author: str) -> Vector:
+    def vector_for(self, parents: list[EventKey], author: str) -> Vector:
         """The causal past, on replicas other than ``author``, of an event with
         these parents (shared with the parent when nothing new was seen)."""
         if len(parents) == 1 and parents[0][0] == author:
@@ -187,14 +187,14 @@ class EventLog:
         self.staged[event_id] = event
         return True
 
-    def authenticate(self) -> list[tuple[EventId, GetherError]]:
+    def authenticate(self) -> list[tuple[EventKey, GetherError]]:
         """Trust what can be trusted among staged events; return those rejected.
 
         Each author's events are taken newest first: one verified signature
         trusts the whole hash chain below it, so a batch costs one signature
         check per author, however many of its events carry signatures.
         """
-        errors: list[tuple[EventId, GetherError]] = []
+        errors: list[tuple[EventKey, GetherError]] = []
         waiting = sorted(
             (event_id for event_id in self.staged if event_id not in self.trusted),
             key=lambda event_id: (event_id[0], -event_id[1]),
@@ -217,8 +217,8 @@ class EventLog:
                     self._trust_chain(after, errors)
         return errors
 
-    def _trusted_successor(self, event_id: EventId) -> Event | None:
-        successor = EventId(event_id[0], event_id[1] + 1)
+    def _trusted_successor(self, event_id: EventKey) -> Event | None:
+        successor = (event_id[0], event_id[1] + 1)
         if successor in self.trusted:
             return self.staged[successor]
         return None
@@ -231,7 +231,7 @@ class EventLog:
             if key_id != event.key_id:
                 raise SignatureError(f"{event.id} names a key that is not its replica's")
             return key
-        first = event if event.id[1] == 1 else self.staged.get(EventId(replica, 1))
+        first = event if event.id[1] == 1 else self.staged.get((replica, 1))
         if first is None or first.public_key is None:
             return None  # wait until the replica's first event arrives
         if key_id_of(first.public_key) != event.key_id:
@@ -255,12 +255,12 @@ class EventLog:
             raise SignatureError(f"{event.id}: signature does not verify")
         return True
 
-    def _trust_chain(self, event: Event, errors: list[tuple[EventId, GetherError]]) -> None:
+    def _trust_chain(self, event: Event, errors: list[tuple[EventKey, GetherError]]) -> None:
         """Trust ``event`` and, down its author's hash chain, the staged events it vouches for."""
         self.trusted.add(event.id)
         while True:
             claimed = event.prev_hash()
-            previous = EventId(event.id[0], event.id[1] - 1)
+            previous = (event.id[0], event.id[1] - 1)
             before = self.staged.get(previous)
             if before is None or previous in self.trusted or claimed is None:
                 return
@@ -275,10 +275,10 @@ class EventLog:
             self.trusted.add(previous)
             event = before
 
-    def reject(self, event_id: EventId, error: GetherError) -> list[tuple[EventId, GetherError]]:
+    def reject(self, event_id: EventKey, error: GetherError) -> list[tuple[EventKey, GetherError]]:
         """Drop a staged event and every staged event that depends on it."""
-        out: list[tuple[EventId, GetherError]] = []
-        work: list[tuple[EventId, GetherError]] = [(event_id, error)]
+        out: list[tuple[EventKey, GetherError]] = []
+        work: list[tuple[EventKey, GetherError]] = [(event_id, error)]
         while work:
             current, why = work.pop()
             event = self.staged.pop(current, None)
@@ -299,12 +299,12 @@ class EventLog:
         """Trusted staged events whose parents are all applied, parents first."""
         out: list[Event] = []
         progress = True
-        taken: set[EventId] = set()
+        taken: set[EventKey] = set()
         while progress:
             progress = False
             for event_id in sorted(self.trusted - taken, key=_id_order(self.staged)):
                 event = self.staged[event_id]
-                own = EventId(event_id[0], event_id[1] - 1)
+                own = (event_id[0], event_id[1] - 1)
                 if (own[1] == 0 or self.get(own) is not None or own in taken) and all(
                     self.get(p) is not None or p in taken for p, _ in event.parents
                 ):
@@ -313,7 +313,7 @@ class EventLog:
                     progress = True
         return out
 
-    def unstage(self, event_id: EventId) -> None:
+    def unstage(self, event_id: EventKey) -> None:
         self.staged.pop(event_id, None)
         self.trusted.discard(event_id)
 
@@ -322,8 +322,8 @@ def _causal_order(event: Event) -> tuple[int, str, int]:
     return event.lamport, event.id[0], event.id[1]
 
 
-def _id_order(staged: dict[EventId, Event]):  # type: ignore[no-untyped-def]
-    def key(event_id: EventId) -> tuple[int, str, int]:
+def _id_order(staged: dict[EventKey, Event]):  # type: ignore[no-untyped-def]
+    def key(event_id: EventKey) -> tuple[int, str, int]:
         return _causal_order(staged[event_id])
 
     return key

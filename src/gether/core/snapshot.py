@@ -37,7 +37,7 @@ from gether.core.containers import (
     Register,
     TextState,
 )
-from gether.core.event import Event, _ext_hook
+from gether.core.event import Event, _ext_default, _ext_hook
 from gether.core.history_codec import (
     Replicas,
     TextIndex,
@@ -51,7 +51,7 @@ from gether.core.history_codec import (
 from gether.core.ids import ContainerId, OpId
 from gether.core.sequence import Block, Run, Sequence
 from gether.core.state import DocState
-from gether.core.values import INT_MAX, INT_MIN, Kind, NamedRef, NewContainer
+from gether.core.values import INT_MAX, INT_MIN, Kind
 from gether.errors import DecodeError, UnsupportedVersionError
 
 # what damaged bytes can raise on their way through lzma, msgpack and the columns
@@ -75,11 +75,7 @@ _MAX_SAVED = 1 << 31
 def _default(value: object) -> msgpack.ExtType:
     if value is DELETED:
         return msgpack.ExtType(_EXT_DELETED, b"")
-    if type(value) is NewContainer:
-        return msgpack.ExtType(1, bytes((value.kind,)))
-    if type(value) is NamedRef:
-        return msgpack.ExtType(2, bytes((value.kind,)) + value.name.encode())
-    raise TypeError(f"cannot save {type(value).__name__}")
+    return _ext_default(value)  # container values, as in events
 
 
 def _hook(code: int, data: bytes) -> object:

@@ -46,11 +46,11 @@ class Batch:
     sender: int
     recipient: int
     payload: tuple[bytes, ...]
-    ids: tuple[gether.EventId, ...]
+    ids: tuple[tuple[str, int], ...]
     """The ids of ``payload``'s events, in the same order (bookkeeping, not sent)."""
 
 
-def _batch(sender: int, recipient: int, pairs: Sequence[tuple[gether.EventId, bytes]]) -> Batch:
+def _batch(sender: int, recipient: int, pairs: Sequence[tuple[tuple[str, int], bytes]]) -> Batch:
     return Batch(sender, recipient, tuple(d for _, d in pairs), tuple(i for i, _ in pairs))
 
 
@@ -74,7 +74,7 @@ class _Replica:
 
     doc: gether.Document
     broadcast_at: gether.Version | None = None
-    received: set[gether.EventId] = field(default_factory=set)
+    received: set[tuple[str, int]] = field(default_factory=set)
 
 
 class SimulatedNetwork:
@@ -286,7 +286,7 @@ class SimulatedNetwork:
         recipients.add(batch.recipient)
         return 1
 
-    def _apply(self, index: int, pairs: Sequence[tuple[gether.EventId, bytes]]) -> None:
+    def _apply(self, index: int, pairs: Sequence[tuple[tuple[str, int], bytes]]) -> None:
         """Hand encoded events to a replica, remembering they came from the network."""
         replica = self._replicas[index]
         replica.received.update(event_id for event_id, _ in pairs)
