@@ -93,3 +93,11 @@ def test_corrupted_save_is_refused_not_misread() -> None:
             continue
         # a flip the format cannot notice (inside a string) must still load cleanly
         assert isinstance(loaded.to_json(), dict)
+
+
+def test_loaded_document_keeps_wall_clock_last_writer_wins() -> None:
+    d = gether.Document(replica_id="old", clock=lambda: 1000)
+    d["title"] = "then"
+    loaded = gether.Document.load(d.save())
+    loaded["title"] = "later"
+    assert loaded.events_since(None)[-1].hlc >> 16 > 1_600_000_000_000  # wall-clock millis

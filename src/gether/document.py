@@ -22,6 +22,10 @@ class Document(_CoreDocument):
         replica_id, key = self._identity(replica_id, key)
         super().__init__(replica_id, key, clock)
 
+    @staticmethod
+    def _default_clock() -> Clock | None:
+        return wall_clock
+
     @classmethod
     def _identity(cls, replica_id: str | None, key: SigningKey | None) -> tuple[str, SigningKey]:
         return replica_id or new_replica_id(), key or new_signing_key()

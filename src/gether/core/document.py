@@ -111,7 +111,7 @@ class Document:
         until something needs it."""
         saved = decode_document(data)
         replica_id, key = cls._identity(replica_id, key)
-        doc = cls._blank(replica_id, key, clock)
+        doc = cls._blank(replica_id, key, clock if clock is not None else cls._default_clock())
         bound = saved.key_of(check_replica_id(replica_id))
         if bound is not None and bound != key.key_id:
             raise UsageError(f"replica {replica_id} signs with another key: pass its key")
@@ -577,6 +577,11 @@ class Document:
     def merge(self, other: Document) -> int:
         """Take in every event of ``other`` that this replica lacks."""
         return self.apply_events(other.events_since(self.version))
+
+    @staticmethod
+    def _default_clock() -> Clock | None:
+        """The clock of documents made without one: none in the pure core."""
+        return None
 
     @classmethod
     def _identity(cls, replica_id: str | None, key: SigningKey | None) -> tuple[str, SigningKey]:
