@@ -8,7 +8,7 @@ This is the pure core: the replica id, signing key and clock are given to it
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any, Self
 
 from gether.core import proxies
@@ -141,21 +141,21 @@ class Document:
 
     # -- transactions ---------------------------------------------------------
 
-    @contextmanager
-    def transaction(self) -> Iterator[Self]:
+    def transaction(self) -> Transaction:
         """Group edits into one event; if the block raises, none of them happen."""
         self._check_writable()
+        return Transaction(self)
+
+    def _enter(self) -> None:
         self._depth += 1
-        try:
-            yield self
-        except BaseException:
-            self._depth -= 1
-            if self._depth == 0:
-                self._rollback()
-            raise
+
+    def _exit(self, failed: bool) -> None:
         self._depth -= 1
         if self._depth == 0:
-            self._commit()
+            if failed:
+                self._rollback()
+            else:
+                self._commit()
 
     def _check_writable(self) -> None:
         if self._read_only:
@@ -656,6 +656,23 @@ class Document:
 
     def __repr__(self) -> str:
         return f"<Document {self._replica} {self.event_count} event(s)>"
+
+
+class Transaction:
+    """``with doc.transaction():`` (a plain class: entering one is on the hot
+    path of every batch of edits, and a generator context manager costs more)."""
+
+    __slots__ = ("_doc",)
+
+    def __init__(self, doc: Document) -> None:
+        self._doc = doc
+
+    def __enter__(self) -> Document:
+        self._doc._enter()
+        return self._doc
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._doc._exit(failed=kind is not None)
 
 
 def _apply_ops(state: DocState, event: Event) -> None:
