@@ -15,15 +15,10 @@ Clock = Callable[[], int]
 
 LOGICAL_BITS = 16
 _LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
-MAX_STAMP = (1 << 63) - 1
 
 
 def stamp(millis: int, logical: int = 0) -> int:
     return (millis << LOGICAL_BITS) | logical
-
-
-def millis_of(hlc: int) -> int:
-    return hlc >> LOGICAL_BITS
 
 
 class HybridClock:

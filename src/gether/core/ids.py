@@ -46,10 +46,6 @@ def named_container(name: str, kind: int) -> ContainerId:
     return ("/" + name, int(kind))
 
 
-def is_named(container: ContainerId) -> bool:
-    return container[0].startswith("/")
-
-
 EventKey = tuple[str, int]
 """``(replica, seq)`` as the core keeps it: a plain tuple, equal to an EventId."""
 

@@ -14,7 +14,7 @@ its author is trusted and names it by its hash.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -90,10 +90,6 @@ class EventLog:
             out.extend(chain[have:])
         out.sort(key=_causal_order)
         return out
-
-    def all_events(self) -> Iterator[Event]:
-        for chain in self.chains.values():
-            yield from chain
 
     # -- causality -------------------------------------------------------------
 

@@ -61,19 +61,3 @@ def op_length(op: Op) -> int:
 
 def ops_length(ops: tuple[Op, ...]) -> int:
     return sum(op_length(op) for op in ops)
-
-
-def describe(op: Op) -> str:
-    """A short human summary, for logs and the CLI."""
-    kind = OpKind(op[0])
-    if kind is OpKind.TEXT_INSERT:
-        return f"insert {len(op[4])} char(s)"
-    if kind is OpKind.LIST_INSERT:
-        return f"insert {len(op[4])} item(s)"
-    if kind is OpKind.SEQ_DELETE:
-        return f"delete {sum(span[2] for span in op[2])}"
-    if kind in (OpKind.MAP_SET, OpKind.MAP_DELETE):
-        return f"{kind.name.lower()} {op[2]!r}"
-    if kind is OpKind.COUNTER_ADD:
-        return f"add {op[2]}"
-    return kind.name.lower()

@@ -181,30 +181,6 @@ class Sequence:
         block = run.block
         return self.blocks.index(block), block.runs.index(run), offset
 
-    def index_of(self, element: OpId) -> int | None:
-        """The visible index of ``element``, or None if it is deleted or absent."""
-        found = self.find(element)
-        if found is None or found[0].deleted:
-            return None
-        run, offset = found
-        block = run.block
-        pos = offset
-        for other in block.runs:
-            if other is run:
-                break
-            if not other.deleted:
-                pos += other.length
-        for other_block in self.blocks:
-            if other_block is block:
-                break
-            pos += other_block.visible
-        return pos
-
-    def id_at(self, pos: int) -> OpId:
-        bi, _, ri, offset = self._locate(pos)
-        run = self.blocks[bi].runs[ri]
-        return (run.replica, run.counter + offset)
-
     def run_at(self, pos: int) -> tuple[Run, int]:
         bi, _, ri, offset = self._locate(pos)
         return self.blocks[bi].runs[ri], offset
