@@ -8,7 +8,8 @@
     │   ├── InvalidPathError         a path that does not name a place in the document
     │   ├── OutOfRangeError          an index or range outside a list or text
     │   ├── TypeMismatchError        a container used as another type
-    │   └── ReadOnlyError            an edit on a read-only view (``doc.at(...)``)
+    │   ├── ReadOnlyError            an edit on a read-only view (``doc.at(...)``)
+    │   └── IncompleteHistoryError   events given to a store without their causes
     ├── RemoteError                  input from elsewhere that is malformed or forged
     │   ├── DecodeError              bytes that are not a valid encoding
     │   │   └── UnsupportedVersionError   a magic or format version we do not read
@@ -18,6 +19,10 @@
     │   │   ├── InvalidKeyError      a malformed or small-order public key
     │   │   └── EquivocationError    one (replica, seq) with two different hashes
     │   └── LimitExceededError       input over a configured limit
+    ├── StorageError                 the event store failed; nothing was written
+    │   ├── StorageFullError         no space left (disk, quota, size limit)
+    │   ├── CorruptStoreError        a file or database that is not a sound Gether store
+    │   └── StoreUnavailableError    the store cannot be reached (server down, closed)
     └── RejectedEventsError          a batch in which some events were rejected
 
 Each class carries a ``code`` that never changes once released, so that it can
@@ -75,6 +80,12 @@ class ReadOnlyError(UsageError):
     code = "read_only"
 
 
+class IncompleteHistoryError(UsageError):
+    """Events appended to a store whose parents are neither stored nor appended with them."""
+
+    code = "incomplete_history"
+
+
 class RemoteError(GetherError):
     """Input that came from outside this process and is not acceptable."""
 
@@ -129,6 +140,30 @@ class LimitExceededError(RemoteError):
     code = "limit_exceeded"
 
 
+class StorageError(GetherError):
+    """The event store could not do what was asked; it wrote nothing of it."""
+
+    code = "storage"
+
+
+class StorageFullError(StorageError):
+    """No space is left for the store (disk full, quota or size limit)."""
+
+    code = "storage_full"
+
+
+class CorruptStoreError(StorageError):
+    """A file or database that is damaged, or is not a Gether store at all."""
+
+    code = "corrupt_store"
+
+
+class StoreUnavailableError(StorageError):
+    """The store cannot be reached: its server is down, or it was closed."""
+
+    code = "store_unavailable"
+
+
 class RejectedEventsError(GetherError):
     """Some events of a batch were rejected; the others were applied.
 
@@ -152,6 +187,8 @@ __all__ = [
     "EquivocationError",
     "GetherError",
     "HashMismatchError",
+    "CorruptStoreError",
+    "IncompleteHistoryError",
     "InvalidEventError",
     "InvalidKeyError",
     "InvalidPathError",
@@ -162,6 +199,9 @@ __all__ = [
     "RejectedEventsError",
     "RemoteError",
     "SignatureError",
+    "StorageError",
+    "StorageFullError",
+    "StoreUnavailableError",
     "TypeMismatchError",
     "UnsupportedVersionError",
     "UsageError",
