@@ -14,10 +14,11 @@ FORBIDDEN_IN_CORE = {"asyncio", "socket", "sqlite3", "time", "random", "secrets"
 ALLOWED = {
     "errors": set(),
     "core": {"errors"},
-    "document": {"errors", "core", "runtime"},
+    "store": {"errors", "core"},
+    "document": {"errors", "core", "runtime", "store"},
     "runtime": {"core"},
-    "cli": {"errors", "core", "document", "runtime"},
-    "testing": {"errors", "core", "document", "runtime"},
+    "cli": {"errors", "core", "document", "runtime", "store"},
+    "testing": {"errors", "core", "document", "runtime", "store"},
     "__main__": {"cli"},
 }
 

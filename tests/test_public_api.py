@@ -29,9 +29,20 @@ def test_every_error_has_a_stable_code() -> None:
 
 
 def test_import_is_light() -> None:
+    """``import gether`` pulls in no event loop, database driver or test kit."""
+    import os
+    import subprocess
     import sys
+    from pathlib import Path
 
-    for heavy in ("asyncio", "sqlite3", "psycopg", "redis", "hypothesis"):
-        if heavy in sys.modules:
-            continue  # another test imported it; only check what gether pulls in
-        assert heavy not in sys.modules
+    heavy = ("asyncio", "sqlite3", "psycopg", "redis", "hypothesis", "pytest")
+    code = f"import sys, gether; print([m for m in {heavy!r} if m in sys.modules])"
+    src = str(Path(gether.__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+    assert out.stdout.strip() == "[]"

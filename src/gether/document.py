@@ -1,12 +1,20 @@
 """``gether.Document``: the core replica with defaults from the environment
-(a random replica id, a fresh Ed25519 key, the wall clock)."""
+(a random replica id, a fresh Ed25519 key, the wall clock), and durable
+replicas opened on a store."""
 
 from __future__ import annotations
 
+from contextlib import suppress
+from typing import Self
+
 from gether.core.document import Document as _CoreDocument
+from gether.core.event import Event
 from gether.core.hlc import Clock
 from gether.core.keys import SigningKey
-from gether.runtime import new_replica_id, new_signing_key, wall_clock
+from gether.errors import CorruptStoreError, GetherError, UsageError
+from gether.runtime import new_replica_id, new_seed, new_signing_key, wall_clock
+from gether.store import BlockingStore, Identity, open_blocking_store
+from gether.store.journal import SnapshotPolicy, StoreJournal
 
 
 class Document(_CoreDocument):
@@ -29,3 +37,92 @@ class Document(_CoreDocument):
     @classmethod
     def _identity(cls, replica_id: str | None, key: SigningKey | None) -> tuple[str, SigningKey]:
         return replica_id or new_replica_id(), key or new_signing_key()
+
+    # -- durable replicas ----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        doc_id: str,
+        *,
+        replica_id: str | None = None,
+        key: SigningKey | None = None,
+        clock: Clock | None = wall_clock,
+        snapshots: SnapshotPolicy | None = None,
+    ) -> Self:
+        """A replica of ``doc_id`` kept in the store at ``url`` (``sqlite:///notes.db``,
+        ``postgresql://...``, ``memory://name``).
+
+        Every local edit (or transaction) is in the store before it returns;
+        events received with ``apply_events`` are stored once applied. The
+        replica's id and key are kept in the store on first open and reused
+        after (pass both ``replica_id`` and ``key`` to choose them). Opening
+        loads the newest snapshot and replays the events after it.
+        """
+        if (replica_id is None) != (key is None):
+            raise UsageError("pass both replica_id and key, or neither")
+        store = open_blocking_store(url)
+        try:
+            if replica_id is None or key is None:
+                fresh = Identity(new_replica_id(), new_seed())
+                identity = store.claim_identity(doc_id, fresh)
+                replica_id, key = identity.replica_id, SigningKey(identity.seed)
+            doc = cls._from_store(store, doc_id, replica_id, key, clock)
+            doc._journal = StoreJournal(store, doc_id, snapshots or SnapshotPolicy())
+        except BaseException:
+            store.close()
+            raise
+        return doc
+
+    @classmethod
+    def _from_store(
+        cls,
+        store: BlockingStore,
+        doc_id: str,
+        replica_id: str,
+        key: SigningKey,
+        clock: Clock | None,
+    ) -> Self:
+        snapshot = store.load_snapshot(doc_id)
+        doc: Self | None = None
+        if snapshot is not None:
+            with suppress(GetherError):  # a bad snapshot costs time, never data
+                doc = cls.load(snapshot.data, replica_id, key, clock)
+        if doc is None:
+            doc = cls(replica_id, key=key, clock=clock)
+        tail = store.events(doc_id, doc.version)
+        _check_links(doc, tail)
+        doc._replay(tail)
+        return doc
+
+    def close(self) -> None:
+        """Close the store of a replica made by ``open`` (its edits are already safe)."""
+        journal = self._journal
+        if isinstance(journal, StoreJournal):
+            self._journal = None
+            self._read_only = True
+            journal.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_links(doc: _CoreDocument, events: list[Event]) -> None:
+    """Stored events were verified when they were stored; check that the file
+    still holds what was stored: each event names its causes by their hashes."""
+    known = {e.id: e.hash for e in events}
+    key_id = doc.key.key_id
+    for event in events:
+        if event.id[0] == doc.replica_id and event.key_id != key_id:
+            raise UsageError(f"replica {doc.replica_id} signs with another key: pass its key")
+        for parent, digest in event.parents:
+            stored = known.get(parent)
+            if stored is None:
+                parent_event = doc._log.get(parent)
+                stored = parent_event.hash if parent_event is not None else None
+            if stored != digest:
+                raise CorruptStoreError(f"stored event {event.id} names {parent} by a wrong hash")

@@ -19,4 +19,9 @@ def new_replica_id() -> str:
 
 
 def new_signing_key() -> SigningKey:
-    return SigningKey(secrets.token_bytes(32))
+    return SigningKey(new_seed())
+
+
+def new_seed() -> bytes:
+    """32 random bytes: the seed of an Ed25519 key."""
+    return secrets.token_bytes(32)

@@ -7,9 +7,9 @@ This is the pure core: the replica id, signing key and clock are given to it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from gether.core import proxies
 from gether.core.containers import DELETED, ListState, MapState, Register, TextState
@@ -47,6 +47,22 @@ from gether.errors import (
 PathLike = str | tuple[str | int, ...] | list[str | int]
 
 
+class Journal(Protocol):
+    """Where a durable replica writes its events (``gether.Document.open``)."""
+
+    def write_local(self, event: Event) -> None:
+        """Make a local event durable; if this raises, the event does not happen."""
+        ...
+
+    def write_received(self, events: Sequence[Event]) -> None:
+        """Make events just applied from elsewhere durable."""
+        ...
+
+    def written(self, doc: Document) -> None:
+        """The document now holds what was written (a moment to snapshot it)."""
+        ...
+
+
 class Document:
     """One replica of a document (see API.md for the public surface)."""
 
@@ -60,6 +76,7 @@ class Document:
         self._log_value.bind_key(self._replica, key.key_id, None)
         self._saved: SavedDocument | None = None
         self._read_only = False
+        self._journal: Journal | None = None
         # the open transaction
         self._depth = 0
         self._ops: list[Op] | None = None
@@ -214,7 +231,19 @@ class Document:
             vector = log.own_vector(me)
         else:
             vector = log.vector_for([p for p, _ in parents], me) if parents else {}
+        journal = self._journal
+        if journal is not None:
+            # every durable event is signed: after a crash, any of them may be
+            # the newest of our chain, which must vouch for the rest
+            event.signature = key.sign(event.hash)
+            try:
+                journal.write_local(event)
+            except BaseException:
+                self._rollback()
+                raise
         log.record(event, vector)
+        if journal is not None:
+            journal.written(self)
 
     def _rollback(self) -> None:
         self._ops = None
@@ -451,7 +480,7 @@ class Document:
             except GetherError as exc:
                 errors.append((getattr(item, "id", None), exc))
         errors.extend(log.authenticate())
-        applied = 0
+        applied: list[Event] = []
         while True:
             ready = [e for e in log.ready() if e.id in log.staged]
             if not ready:
@@ -465,10 +494,13 @@ class Document:
                     errors.extend(log.reject(event.id, exc))
                     continue
                 log.unstage(event.id)
-                applied += 1
+                applied.append(event)
+        if applied and self._journal is not None:
+            self._journal.write_received(applied)
+            self._journal.written(self)
         if errors:
             raise RejectedEventsError(errors)
-        return applied
+        return len(applied)
 
     def _integrate(self, event: Event) -> None:
         """Check a trusted event whose parents are applied, then apply it."""

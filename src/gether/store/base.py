@@ -147,11 +147,11 @@ def plan_append(
             fresh.append(event)
         elif known != event.hash:
             raise EquivocationError(f"{event_id} is already stored with another hash")
-    for cause, digest in causes.items():
-        have: bytes | None = batch[cause].hash if cause in batch else stored.get(cause)
+    for cause, named in causes.items():
+        have = batch[cause].hash if cause in batch else stored.get(cause)
         if have is None:
             raise IncompleteHistoryError(f"{cause} is neither stored nor in the batch")
-        if digest is not None and have != digest:
+        if named is not None and have != named:
             raise HashMismatchError(f"an event names {cause} by a hash that is not its own")
     fresh.sort(key=event_order)
     return fresh

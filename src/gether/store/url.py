@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from gether.errors import UsageError
-from gether.store.asyncstore import AsyncStore
 from gether.store.base import BlockingStore
 from gether.store.memory import MemoryData, MemoryStore
+
+if TYPE_CHECKING:
+    from gether.store.asyncstore import AsyncStore
 
 _memory: dict[str, MemoryData] = {}
 _memory_lock = threading.Lock()
@@ -56,5 +59,7 @@ def open_blocking_store(url: str) -> BlockingStore:
 def open_store(url: str) -> AsyncStore:
     """The async ``EventStore`` at ``url``; ``async with open_store(url) as store``
     opens it (a bad URL or file fails there) and closes it."""
+    from gether.store.asyncstore import AsyncStore  # asyncio only where it is used
+
     opener, workers = _opener(url)
     return AsyncStore(opener, workers)
