@@ -4,6 +4,7 @@ replicas opened on a store."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Self
 
@@ -15,6 +16,8 @@ from gether.errors import CorruptStoreError, GetherError, UsageError
 from gether.runtime import new_replica_id, new_seed, new_signing_key, wall_clock
 from gether.store import BlockingStore, Identity, open_blocking_store
 from gether.store.journal import SnapshotPolicy, StoreJournal
+
+Progress = Callable[[int, int], None]
 
 
 class Document(_CoreDocument):
@@ -50,6 +53,8 @@ class Document(_CoreDocument):
         key: SigningKey | None = None,
         clock: Clock | None = wall_clock,
         snapshots: SnapshotPolicy | None = None,
+        read_only: bool = False,
+        progress: Progress | None = None,
     ) -> Self:
         """A replica of ``doc_id`` kept in the store at ``url`` (``sqlite:///notes.db``,
         ``postgresql://...``, ``memory://name``).
@@ -59,20 +64,30 @@ class Document(_CoreDocument):
         replica's id and key are kept in the store on first open and reused
         after (pass both ``replica_id`` and ``key`` to choose them). Opening
         loads the newest snapshot and replays the events after it.
+
+        ``read_only`` opens a view for inspection that writes nothing, not even
+        an identity; ``progress(done, total)`` is called as events are replayed.
         """
         if (replica_id is None) != (key is None):
             raise UsageError("pass both replica_id and key, or neither")
         store = open_blocking_store(url)
         try:
+            if read_only:
+                doc = cls._from_store(store, doc_id, "reader", new_signing_key(), clock, progress)
+                doc._read_only = True
+                return doc
             if replica_id is None or key is None:
                 fresh = Identity(new_replica_id(), new_seed())
                 identity = store.claim_identity(doc_id, fresh)
                 replica_id, key = identity.replica_id, SigningKey(identity.seed)
-            doc = cls._from_store(store, doc_id, replica_id, key, clock)
+            doc = cls._from_store(store, doc_id, replica_id, key, clock, progress)
             doc._journal = StoreJournal(store, doc_id, snapshots or SnapshotPolicy())
         except BaseException:
             store.close()
             raise
+        finally:
+            if read_only:
+                store.close()
         return doc
 
     @classmethod
@@ -83,6 +98,7 @@ class Document(_CoreDocument):
         replica_id: str,
         key: SigningKey,
         clock: Clock | None,
+        progress: Progress | None = None,
     ) -> Self:
         snapshot = store.load_snapshot(doc_id)
         doc: Self | None = None
@@ -93,7 +109,11 @@ class Document(_CoreDocument):
             doc = cls(replica_id, key=key, clock=clock)
         tail = store.events(doc_id, doc.version)
         _check_links(doc, tail)
-        doc._replay(tail)
+        step = max(1, len(tail) // 100)
+        for start in range(0, len(tail), step):
+            doc._replay(tail[start : start + step])
+            if progress is not None:
+                progress(min(start + step, len(tail)), len(tail))
         return doc
 
     def close(self) -> None:

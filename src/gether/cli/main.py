@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import click
 from rich.console import Console
 
 from gether.cli.demo import run_demo
+from gether.cli.inspect import inspect_document, replay_document, show_log
+from gether.errors import GetherError
 
 
 @click.group()
@@ -23,6 +26,44 @@ def demo(rounds: int) -> None:
     result = run_demo(Console(), rounds=rounds)
     if not result["identical"]:
         sys.exit(1)
+
+
+def _guarded(action: Callable[[], None]) -> None:
+    """Gether errors become a one-line message and exit status 1, not a traceback."""
+    try:
+        action()
+    except GetherError as exc:
+        raise click.ClickException(f"[{exc.code}] {exc}") from exc
+
+
+@main.command()
+@click.argument("url")
+@click.argument("doc_id")
+@click.option("--limit", type=int, default=None, help="Show only the newest N events.")
+def log(url: str, doc_id: str, limit: int | None) -> None:
+    """The events of a document, oldest first: who, when, what."""
+    _guarded(lambda: show_log(Console(), url, doc_id, limit))
+
+
+@main.command()
+@click.argument("url")
+@click.argument("doc_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def inspect(url: str, doc_id: str, as_json: bool) -> None:
+    """The current state of a document, its version, event count and size."""
+    _guarded(lambda: inspect_document(Console(stderr=as_json), url, doc_id, as_json))
+
+
+@main.command()
+@click.argument("url")
+@click.argument("doc_id")
+@click.option(
+    "--at", "at", required=True, help="A version (alice@3,bob@5), or N: the log's first N events."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def replay(url: str, doc_id: str, at: str, as_json: bool) -> None:
+    """The state of a document as of a version."""
+    _guarded(lambda: replay_document(Console(stderr=as_json), url, doc_id, at, as_json))
 
 
 if __name__ == "__main__":

@@ -120,5 +120,20 @@ class Version(Mapping[str, int]):
     def to_dict(self) -> dict[str, int]:
         return dict(self._entries)
 
+    def __str__(self) -> str:
+        """The text form ``alice@3,bob@5`` (``@`` is never in a replica id)."""
+        return ",".join(f"{replica}@{seq}" for replica, seq in self._entries.items())
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        """The version written by ``str(version)``; the empty string is the empty version."""
+        entries: list[tuple[str, int]] = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            replica, at, seq = part.rpartition("@")
+            if not at or not seq.isdigit():
+                raise InvalidValueError(f"{part!r} is not replica@count")
+            entries.append((replica, int(seq)))
+        return cls(entries)
+
     def __repr__(self) -> str:
         return f"Version({self._entries!r})"

@@ -1,0 +1,162 @@
+"""``gether log``, ``gether inspect`` and ``gether replay``: read a document
+out of a store, never writing to it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter as Tally
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+import gether
+from gether.core.event import Event
+from gether.core.ops import (
+    COUNTER_ADD,
+    LIST_INSERT,
+    LIST_MOVE,
+    LIST_SET,
+    MAP_DELETE,
+    MAP_SET,
+    SEQ_DELETE,
+    TEXT_INSERT,
+)
+from gether.store import open_blocking_store
+
+PROGRESS_FROM = 5_000
+"""Replays of at least this many events show a progress bar."""
+
+
+def describe_ops(event: Event) -> str:
+    """A short human summary of what an event did."""
+    parts: Tally[str] = Tally()
+    for op in event.ops:
+        kind = op[0]
+        if kind == TEXT_INSERT:
+            parts["+chars"] += len(op[4])
+        elif kind == LIST_INSERT:
+            parts["+items"] += len(op[4])
+        elif kind == SEQ_DELETE:
+            parts["-deleted"] += sum(span[2] for span in op[2])
+        elif kind == MAP_SET:
+            parts[f"set {op[2]}"] += 1
+        elif kind == MAP_DELETE:
+            parts[f"del {op[2]}"] += 1
+        elif kind == LIST_SET:
+            parts["item set"] += 1
+        elif kind == LIST_MOVE:
+            parts["move"] += 1
+        elif kind == COUNTER_ADD:
+            parts["counter"] += op[2]
+    words = []
+    for what, n in parts.items():
+        if what.startswith(("+", "-")):
+            words.append(f"{what[0]}{n} {what[1:]}")
+        elif what == "counter":
+            words.append(f"counter {n:+d}")
+        else:
+            words.append(what if n == 1 else f"{what} x{n}")
+    return ", ".join(words) or "(no ops)"
+
+
+def event_time(event: Event) -> str:
+    millis = event.hlc >> 16
+    return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def open_view(console: Console, url: str, doc_id: str) -> gether.Document:
+    """The document as stored, read-only, with a progress bar on long replays."""
+    with Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replay", total=None, visible=False)
+
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, visible=total >= PROGRESS_FROM)
+
+        return gether.Document.open(url, doc_id, read_only=True, progress=report)
+
+
+def show_log(console: Console, url: str, doc_id: str, limit: int | None) -> None:
+    store = open_blocking_store(url)
+    try:
+        events = store.events(doc_id)
+    finally:
+        store.close()
+    if not events:
+        raise click.ClickException(f"no events for document {doc_id!r} in {url}")
+    table = Table(title=f"{doc_id}: {len(events)} event(s), oldest first")
+    for column in ("#", "event", "author key", "time (UTC)", "parents", "ops"):
+        table.add_column(column)
+    shown = events if limit is None else events[-limit:]
+    first = len(events) - len(shown) + 1
+    for number, event in enumerate(shown, start=first):
+        table.add_row(
+            str(number),
+            f"{event.id[0]}@{event.id[1]}",
+            event.key_id.hex(),
+            event_time(event),
+            ", ".join(f"{p[0]}@{p[1]}" for p, _ in event.parents) or "-",
+            describe_ops(event),
+        )
+    console.print(table)
+
+
+def show_state(
+    console: Console, doc: gether.Document, *, as_json: bool, extra: dict[str, Any]
+) -> None:
+    state = doc.to_json()
+    if as_json:
+        click.echo(json.dumps({"state": state, **extra}, ensure_ascii=False, indent=2))
+        return
+    console.print_json(json.dumps(state, ensure_ascii=False))
+    for key, value in extra.items():
+        console.print(f"[bold]{key}[/]: {value}")
+
+
+def inspect_document(console: Console, url: str, doc_id: str, as_json: bool) -> None:
+    store = open_blocking_store(url)
+    try:
+        count = store.count(doc_id)
+        size = sum(len(e.to_bytes()) for e in store.events(doc_id)) if count else 0
+        snapshot = store.load_snapshot(doc_id)
+    finally:
+        store.close()
+    if not count:
+        raise click.ClickException(f"no events for document {doc_id!r} in {url}")
+    doc = open_view(console, url, doc_id)
+    extra = {
+        "version": str(doc.version),
+        "events": count,
+        "bytes of events": size,
+        "snapshot covers": sum(snapshot.version.values()) if snapshot else 0,
+    }
+    show_state(console, doc, as_json=as_json, extra=extra)
+
+
+def replay_document(console: Console, url: str, doc_id: str, at: str, as_json: bool) -> None:
+    doc = open_view(console, url, doc_id)
+    if at.isdigit():
+        # the first N events in log order (parents first, so a closed set)
+        store = open_blocking_store(url)
+        try:
+            events = store.events(doc_id)[: int(at)]
+        finally:
+            store.close()
+        vector: dict[str, int] = {}
+        for event in events:
+            vector[event.id[0]] = max(vector.get(event.id[0], 0), event.id[1])
+        version = gether.Version(vector)
+    else:
+        version = gether.Version.parse(at)
+    view = doc.at(version)
+    show_state(console, view, as_json=as_json, extra={"version": str(version)})
