@@ -14,7 +14,7 @@ from gether.core.hlc import Clock
 from gether.core.keys import SigningKey
 from gether.errors import CorruptStoreError, GetherError, UsageError
 from gether.runtime import new_replica_id, new_seed, new_signing_key, wall_clock
-from gether.store import BlockingStore, Identity, open_blocking_store
+from gether.store import BlockingStore, Identity, Snapshot, open_blocking_store
 from gether.store.journal import SnapshotPolicy, StoreJournal
 
 Progress = Callable[[int, int], None]
@@ -73,7 +73,9 @@ class Document(_CoreDocument):
         store = open_blocking_store(url)
         try:
             if read_only:
-                doc = cls._from_store(store, doc_id, "reader", new_signing_key(), clock, progress)
+                doc = cls._from_store(
+                    store, doc_id, new_replica_id(), new_signing_key(), clock, progress
+                )
                 doc._read_only = True
                 return doc
             if replica_id is None or key is None:
@@ -81,7 +83,11 @@ class Document(_CoreDocument):
                 identity = store.claim_identity(doc_id, fresh)
                 replica_id, key = identity.replica_id, SigningKey(identity.seed)
             doc = cls._from_store(store, doc_id, replica_id, key, clock, progress)
-            doc._journal = StoreJournal(store, doc_id, snapshots or SnapshotPolicy())
+
+            def snapshot() -> None:
+                cls.refresh_snapshot(url, doc_id)
+
+            doc._journal = StoreJournal(store, doc_id, snapshots or SnapshotPolicy(), snapshot)
         except BaseException:
             store.close()
             raise
@@ -115,6 +121,22 @@ class Document(_CoreDocument):
             if progress is not None:
                 progress(min(start + step, len(tail)), len(tail))
         return doc
+
+    @classmethod
+    def refresh_snapshot(cls, url: str, doc_id: str) -> Snapshot | None:
+        """Save a new snapshot of ``doc_id`` made from the store alone (its newest
+        snapshot and the events after it); ``None`` if there is nothing new."""
+        store = open_blocking_store(url)
+        try:
+            newest = store.load_snapshot(doc_id)
+            if newest is not None and store.version(doc_id) == newest.version:
+                return None
+            doc = cls._from_store(store, doc_id, new_replica_id(), new_signing_key(), None)
+            snapshot = Snapshot(doc.version, doc.save())
+            store.save_snapshot(doc_id, snapshot)
+            return snapshot
+        finally:
+            store.close()
 
     def close(self) -> None:
         """Close the store of a replica made by ``open`` (its edits are already safe)."""

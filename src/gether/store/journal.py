@@ -1,19 +1,29 @@
 """A durable replica's link to its store: local events are written before they
-count, received events once applied, and a snapshot every so often."""
+count, received events once applied, and a snapshot every so often.
+
+Snapshots are made on a background thread, from the store rather than from
+the live document: the thread opens its own handle, loads the newest snapshot
+and the events after it, and saves the result. The writer never waits for it
+(SQLite in WAL mode lets it write while the thread reads), and a snapshot
+that fails costs nothing but time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import suppress
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gether.core.event import Event
-from gether.errors import GetherError, StorageError
-from gether.store.base import BlockingStore, Snapshot
+from gether.errors import GetherError
+from gether.store.base import BlockingStore
 
 if TYPE_CHECKING:
     from gether.core.document import Document
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +48,19 @@ class StoreJournal:
     event without its causes. A local event whose write failed is undone.
     """
 
-    def __init__(self, store: BlockingStore, doc_id: str, policy: SnapshotPolicy) -> None:
+    def __init__(
+        self,
+        store: BlockingStore,
+        doc_id: str,
+        policy: SnapshotPolicy,
+        snapshot: Callable[[], None],
+    ) -> None:
         self.store = store
         self.doc_id = doc_id
         self.policy = policy
         self.unwritten: list[Event] = []
+        self._snapshot = snapshot
+        self._snapshotter: threading.Thread | None = None
         self._events_since_snapshot = 0
         self._bytes_since_snapshot = 0
 
@@ -68,8 +86,20 @@ class StoreJournal:
             return
         self._events_since_snapshot = 0
         self._bytes_since_snapshot = 0
-        with suppress(StorageError):  # a snapshot only saves time; the events are safe
-            self.store.save_snapshot(self.doc_id, Snapshot(doc.version, doc.save()))
+        if self._snapshotter is not None and self._snapshotter.is_alive():
+            return  # the next one will catch up
+        self._snapshotter = threading.Thread(
+            target=self._take_snapshot, name=f"gether-snapshot-{self.doc_id}", daemon=True
+        )
+        self._snapshotter.start()
+
+    def _take_snapshot(self) -> None:
+        try:
+            self._snapshot()
+        except GetherError as exc:  # a snapshot only saves time; the events are safe
+            log.warning("snapshot of %s failed: [%s] %s", self.doc_id, exc.code, exc)
 
     def close(self) -> None:
+        if self._snapshotter is not None:
+            self._snapshotter.join()
         self.store.close()
