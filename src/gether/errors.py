@@ -18,7 +18,8 @@
     │   │   ├── SignatureError       a missing or forged signature
     │   │   ├── InvalidKeyError      a malformed or small-order public key
     │   │   └── EquivocationError    one (replica, seq) with two different hashes
-    │   └── LimitExceededError       input over a configured limit
+    │   ├── LimitExceededError       input over a configured limit
+    │   └── ProtocolViolationError   a well-formed message that breaks the sync protocol
     ├── StorageError                 the event store failed; nothing was written
     │   ├── StorageFullError         no space left (disk, quota, size limit)
     │   ├── CorruptStoreError        a file or database that is not a sound Gether store
@@ -140,6 +141,12 @@ class LimitExceededError(RemoteError):
     code = "limit_exceeded"
 
 
+class ProtocolViolationError(RemoteError):
+    """A well-formed sync message sent when the protocol does not allow it."""
+
+    code = "protocol_violation"
+
+
 class StorageError(GetherError):
     """The event store could not do what was asked; it wrote nothing of it."""
 
@@ -196,6 +203,7 @@ __all__ = [
     "LimitExceededError",
     "OutOfRangeError",
     "ReadOnlyError",
+    "ProtocolViolationError",
     "RejectedEventsError",
     "RemoteError",
     "SignatureError",

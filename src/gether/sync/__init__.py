@@ -1,0 +1,35 @@
+"""The sans-I/O sync protocol: messages, framing and one state machine per
+connection. Bytes and time go in, bytes and typed events come out; servers,
+clients and peers only move the bytes (see docs/protocol.md)."""
+
+from gether.sync.connection import Limits, ReceivedEvents, Role, SyncConnection, SyncHost
+from gether.sync.messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    Error,
+    Events,
+    Hello,
+    Message,
+    MessageKind,
+    Ping,
+    Pong,
+    Subscribe,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Error",
+    "Events",
+    "Hello",
+    "Limits",
+    "Message",
+    "MessageKind",
+    "Ping",
+    "Pong",
+    "ReceivedEvents",
+    "Role",
+    "Subscribe",
+    "SyncConnection",
+    "SyncHost",
+]

@@ -1,0 +1,360 @@
+"""One sync connection as a state machine, with no I/O (docs/protocol.md).
+
+The owner feeds it bytes with ``receive_data(data, now)``, sends what
+``data_to_send()`` returns, applies and stores what ``events_received()``
+returns and then calls ``acknowledge`` (or ``reject``), and calls ``push(doc)``
+whenever a document has events the peer may lack. Time is a number of seconds
+passed in; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from gether.core.event import Event, decode_body
+from gether.core.ids import Version
+from gether.errors import (
+    DecodeError,
+    GetherError,
+    LimitExceededError,
+    ProtocolViolationError,
+    UsageError,
+)
+from gether.sync.framing import FrameReader, frame
+from gether.sync.messages import (
+    Ack,
+    Error,
+    Events,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Subscribe,
+    decode,
+    encode,
+)
+
+
+class SyncHost(Protocol):
+    """The documents a connection syncs, as the owner holds them."""
+
+    def version(self, doc_id: str) -> Version: ...
+
+    def events_since(self, doc_id: str, version: Version) -> list[Event]: ...
+
+
+class Role(Enum):
+    CLIENT = "client"  # says hello first (the side that dialled)
+    SERVER = "server"  # answers hello
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame_bytes: int = 16 << 20
+    max_frame_before_hello: int = 64 << 10
+    max_batch_events: int = 10_000
+    max_pending_batches: int = 64
+    """Batches received and not yet acknowledged or rejected by the owner."""
+    max_documents: int = 1_000
+    max_replicas: int = 100_000
+    batch_events: int = 1_000
+    batch_bytes: int = 1 << 20
+    compress_above: int = 4_096
+    hello_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    ping_interval: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvents:
+    """A batch to apply and store; then ``acknowledge`` or ``reject`` it."""
+
+    doc_id: str
+    batch: int
+    events: tuple[Event, ...]
+
+
+@dataclass
+class _DocSync:
+    subscribed: bool = False
+    peer_subscribed: bool = False
+    peer_has: Version = field(default_factory=Version)
+    """Events the peer holds or will hold (what it told us, and what we sent)."""
+    peer_told: Version = field(default_factory=Version)
+    """Events the peer told us it holds (its subscribe, its events, its acks)."""
+    peer_stored: Version = field(default_factory=Version)
+    """What the peer acknowledged as stored."""
+    next_batch: int = 1
+    outstanding: set[int] = field(default_factory=set)
+    unacknowledged: set[int] = field(default_factory=set)
+
+
+def _with_ids(version: Version, events: Iterable[Event]) -> Version:
+    vector = version.to_dict()
+    for event in events:
+        replica, seq = event.id
+        if seq > vector.get(replica, 0):
+            vector[replica] = seq
+    return Version(vector)
+
+
+class SyncConnection:
+    def __init__(
+        self,
+        host: SyncHost,
+        local_id: str,
+        role: Role,
+        *,
+        now: float,
+        credentials: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.host = host
+        self.local_id = local_id
+        self.role = role
+        self.limits = limits or Limits()
+        self.peer: Hello | None = None
+        self.closed = False
+        self.close_reason: Error | None = None
+        """Why the connection closed: our error to the peer, or the peer's to us."""
+        self._credentials = credentials
+        self._reader = FrameReader(self.limits.max_frame_before_hello)
+        self._out = bytearray()
+        self._docs: dict[str, _DocSync] = {}
+        self._received: list[ReceivedEvents] = []
+        self._errors: list[Error] = []
+        self._pongs: set[int] = set()
+        self._next_nonce = 1
+        self._opened = self._last_in = self._last_out = now
+        if role is Role.CLIENT:
+            self._send(Hello(local_id, credentials))
+
+    # -- what the owner calls ----------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        if self.closed:
+            return
+        self._last_in = now
+        try:
+            for payload in self._reader.feed(data):
+                self._handle(
+                    decode(
+                        payload,
+                        max_events=self.limits.max_batch_events,
+                        max_bytes=self.limits.max_frame_bytes,
+                        max_replicas=self.limits.max_replicas,
+                    )
+                )
+                if self.closed:
+                    return
+        except GetherError as exc:
+            self._fail(exc)
+
+    def receive_eof(self) -> None:
+        """The peer closed its side; a frame cut short is an error."""
+        if not self.closed and self._reader.buffered:
+            self._fail(DecodeError("the stream ended inside a frame"))
+        self.closed = True
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def events_received(self) -> list[ReceivedEvents]:
+        out, self._received = self._received, []
+        return out
+
+    def errors_received(self) -> list[Error]:
+        """Document-level errors the peer sent (its refusals of our events)."""
+        out, self._errors = self._errors, []
+        return out
+
+    def subscribe(self, doc_id: str) -> None:
+        """Start syncing ``doc_id`` (the peer answers with its own version)."""
+        self._check_open()
+        doc = self._doc(doc_id)
+        if not doc.subscribed:
+            doc.subscribed = True
+            self._send(Subscribe(doc_id, self.host.version(doc_id)))
+
+    def push(self, doc_id: str) -> None:
+        """Send the events of ``doc_id`` the peer lacks, in batches."""
+        doc = self._docs.get(doc_id)
+        if self.closed or doc is None or not doc.peer_subscribed or not doc.subscribed:
+            return
+        events = self.host.events_since(doc_id, doc.peer_has)
+        batch: list[Event] = []
+        size = 0
+        for event in events:
+            batch.append(event)
+            size += len(event.body) + 64
+            if len(batch) >= self.limits.batch_events or size >= self.limits.batch_bytes:
+                self._send_batch(doc_id, doc, batch)
+                batch, size = [], 0
+        if batch:
+            self._send_batch(doc_id, doc, batch)
+
+    def acknowledge(self, received: ReceivedEvents) -> None:
+        """The batch is applied and stored: tell the peer, with our version now."""
+        doc = self._docs.get(received.doc_id)
+        if self.closed or doc is None or received.batch not in doc.unacknowledged:
+            return
+        doc.unacknowledged.discard(received.batch)
+        self._send(Ack(received.doc_id, received.batch, self.host.version(received.doc_id)))
+
+    def reject(self, received: ReceivedEvents, error: GetherError) -> None:
+        """Some events of the batch were refused: tell the peer why."""
+        doc = self._docs.get(received.doc_id)
+        if self.closed or doc is None or received.batch not in doc.unacknowledged:
+            return
+        doc.unacknowledged.discard(received.batch)
+        self._send(Error(error.code, str(error)[:4096], received.doc_id))
+
+    def ping(self, now: float) -> int:
+        """Ask the peer to send what we lack and answer; ``pong_received(nonce)``
+        then means we have everything it held when it answered."""
+        self._check_open()
+        nonce = self._next_nonce
+        self._next_nonce += 1
+        self._send(Ping(nonce))
+        self._last_out = now
+        return nonce
+
+    def pong_received(self, nonce: int) -> bool:
+        return nonce in self._pongs
+
+    def is_synced(self, doc_id: str) -> bool:
+        """Both sides subscribed; everything we sent is stored by the peer; we
+        hold all the peer told us it holds; nothing waits for our acknowledgement."""
+        doc = self._docs.get(doc_id)
+        if doc is None or not (doc.subscribed and doc.peer_subscribed):
+            return False
+        mine = self.host.version(doc_id)
+        return (
+            not doc.outstanding
+            and not doc.unacknowledged
+            and doc.peer_told <= mine
+            and mine <= doc.peer_stored
+        )
+
+    def tick(self, now: float) -> None:
+        """Time passes: time out a silent or unintroduced peer, keep the link alive."""
+        if self.closed:
+            return
+        limits = self.limits
+        if self.peer is None and now - self._opened > limits.hello_timeout:
+            self._fail(ProtocolViolationError("no hello in time"))
+        elif now - self._last_in > limits.idle_timeout:
+            self._fail(ProtocolViolationError("the peer went silent"))
+        elif self.peer is not None and now - self._last_out > limits.ping_interval:
+            self.ping(now)
+
+    def close(self, error: GetherError | None = None) -> None:
+        """Close from our side, telling the peer why if there is a reason."""
+        if not self.closed:
+            if error is not None:
+                self._fail(error)
+            else:
+                self.closed = True
+
+    @property
+    def documents(self) -> list[str]:
+        return [d for d, s in self._docs.items() if s.subscribed or s.peer_subscribed]
+
+    # -- internals ------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise UsageError("this connection is closed")
+
+    def _send(self, message: Message) -> None:
+        self._out += frame(encode(message, self.limits.compress_above))
+
+    def _fail(self, error: GetherError) -> None:
+        reason = Error(error.code, str(error)[:4096], None)
+        self._send(reason)
+        self.close_reason = reason
+        self.closed = True
+
+    def _doc(self, doc_id: str) -> _DocSync:
+        doc = self._docs.get(doc_id)
+        if doc is None:
+            if len(self._docs) >= self.limits.max_documents:
+                raise LimitExceededError(f"more than {self.limits.max_documents} documents")
+            doc = self._docs[doc_id] = _DocSync()
+        return doc
+
+    def _send_batch(self, doc_id: str, doc: _DocSync, batch: list[Event]) -> None:
+        number = doc.next_batch
+        doc.next_batch += 1
+        doc.outstanding.add(number)
+        self._send(Events(doc_id, number, tuple((e.body, e.signature) for e in batch)))
+        doc.peer_has = _with_ids(doc.peer_has, batch)
+
+    def _handle(self, message: Message) -> None:
+        if self.peer is None:
+            if not isinstance(message, Hello):
+                raise ProtocolViolationError("the first message must be a hello")
+            self.peer = message
+            self._reader.max_size = self.limits.max_frame_bytes
+            if self.role is Role.SERVER:
+                self._send(Hello(self.local_id, self._credentials))
+            return
+        match message:
+            case Hello():
+                raise ProtocolViolationError("a second hello")
+            case Subscribe(doc_id, version):
+                doc = self._doc(doc_id)
+                if doc.peer_subscribed:
+                    raise ProtocolViolationError(f"{doc_id} subscribed twice")
+                doc.peer_subscribed = True
+                doc.peer_has = doc.peer_has.merged(version)
+                doc.peer_told = doc.peer_told.merged(version)
+                doc.peer_stored = doc.peer_stored.merged(version)
+                if not doc.subscribed:
+                    self.subscribe(doc_id)
+                self.push(doc_id)
+            case Events(doc_id, batch, raw):
+                known = self._docs.get(doc_id)
+                if known is None or not (known.subscribed and known.peer_subscribed):
+                    raise ProtocolViolationError(f"events of {doc_id} before both subscribed")
+                doc = known
+                if batch in doc.unacknowledged:
+                    raise ProtocolViolationError(f"batch {batch} of {doc_id} sent twice")
+                pending = sum(len(d.unacknowledged) for d in self._docs.values())
+                if pending >= self.limits.max_pending_batches:
+                    raise LimitExceededError(f"more than {pending} batches unacknowledged")
+                events = tuple(decode_body(body, signature) for body, signature in raw)
+                doc.unacknowledged.add(batch)
+                doc.peer_has = _with_ids(doc.peer_has, events)
+                doc.peer_told = _with_ids(doc.peer_told, events)
+                # the peer stores what it sends before sending it
+                doc.peer_stored = _with_ids(doc.peer_stored, events)
+                self._received.append(ReceivedEvents(doc_id, batch, events))
+            case Ack(doc_id, batch, version):
+                acked = self._docs.get(doc_id)
+                if acked is None or batch not in acked.outstanding:
+                    raise ProtocolViolationError(f"ack of unknown batch {batch} of {doc_id}")
+                doc = acked
+                doc.outstanding.discard(batch)
+                doc.peer_has = doc.peer_has.merged(version)
+                doc.peer_told = doc.peer_told.merged(version)
+                doc.peer_stored = doc.peer_stored.merged(version)
+            case Error(doc_id=doc_id):
+                if doc_id is None:
+                    self.close_reason = message
+                    self.closed = True
+                else:
+                    self._errors.append(message)
+            case Ping(nonce):
+                for doc_id in list(self._docs):
+                    self.push(doc_id)
+                self._send(Pong(nonce))
+            case Pong(nonce):
+                self._pongs.add(nonce)
+            case _:  # pragma: no cover - decode() returns only the kinds above
+                raise DecodeError(f"unexpected message {message!r}")

@@ -1,0 +1,48 @@
+"""Frames: a 4-byte big-endian length, then that many bytes of payload. The
+same frames go over TCP streams and inside WebSocket binary messages."""
+
+from __future__ import annotations
+
+from gether.errors import DecodeError, LimitExceededError
+
+HEADER = 4
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+class FrameReader:
+    """Cuts a byte stream into payloads. The size limit is checked on the
+    header, before any of the payload is buffered."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._expected: int | None = None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        out: list[bytes] = []
+        while True:
+            if self._expected is None:
+                if len(self._buffer) < HEADER:
+                    break
+                size = int.from_bytes(self._buffer[:HEADER], "big")
+                del self._buffer[:HEADER]
+                if size > self.max_size:
+                    self._buffer.clear()
+                    raise LimitExceededError(f"a frame of {size} bytes (limit {self.max_size})")
+                if size == 0:
+                    raise DecodeError("an empty frame")
+                self._expected = size
+            if len(self._buffer) < self._expected:
+                break
+            out.append(bytes(self._buffer[: self._expected]))
+            del self._buffer[: self._expected]
+            self._expected = None
+        return out
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)

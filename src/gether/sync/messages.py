@@ -1,0 +1,254 @@
+"""The messages of the sync protocol, one frozen dataclass per kind, and their
+msgpack encoding: ``[kind, field, field, ...]`` (docs/protocol.md).
+
+Decoding is strict: every field is type-checked, so a malformed message is a
+``DecodeError`` here and never reaches the state machine.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from gether.core.ids import Version
+from gether.errors import DecodeError, LimitExceededError, UnsupportedVersionError
+
+MAGIC = "gether-sync"
+PROTOCOL_VERSION = 1
+
+
+class MessageKind(IntEnum):
+    HELLO = 1
+    SUBSCRIBE = 2
+    EVENTS = 3
+    ACK = 4
+    ERROR = 5
+    PING = 6
+    PONG = 7
+
+
+class Encoding(IntEnum):
+    """How the events of an ``Events`` message are packed."""
+
+    PLAIN = 0
+    ZLIB = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message each way: who is talking, and its credentials."""
+
+    peer_id: str
+    credentials: str | None = None
+    protocol_version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Start syncing a document: "this is the version I hold"."""
+
+    doc_id: str
+    version: Version
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    """A batch of events of one document, parents first. Each event is its body
+    and its signature (or None): ``Event.body`` and ``Event.signature``."""
+
+    doc_id: str
+    batch: int
+    events: tuple[tuple[bytes, bytes | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The receiver stored batch ``batch``; it now holds ``version``."""
+
+    doc_id: str
+    batch: int
+    version: Version
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A refusal with a stable code (``GetherError.code``). ``doc_id`` is None
+    for a connection-level error, after which the sender closes."""
+
+    code: str
+    message: str
+    doc_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Sent after everything the peer lacked of our subscribed documents."""
+
+    nonce: int
+
+
+Message = Hello | Subscribe | Events | Ack | Error | Ping | Pong
+
+
+def _version_out(version: Version) -> dict[str, int]:
+    return version.to_dict()
+
+
+def encode(message: Message, compress_above: int = 4096) -> bytes:
+    """The payload of one frame."""
+    fields: list[Any]
+    match message:
+        case Hello(peer_id, credentials, protocol_version):
+            fields = [MessageKind.HELLO, MAGIC, protocol_version, peer_id, credentials]
+        case Subscribe(doc_id, version):
+            fields = [MessageKind.SUBSCRIBE, doc_id, _version_out(version)]
+        case Events(doc_id, batch, events):
+            packed = msgpack.packb([list(e) for e in events], use_bin_type=True)
+            encoding = Encoding.PLAIN
+            if len(packed) > compress_above:
+                packed, encoding = zlib.compress(packed, 6), Encoding.ZLIB
+            fields = [MessageKind.EVENTS, doc_id, batch, int(encoding), packed]
+        case Ack(doc_id, batch, version):
+            fields = [MessageKind.ACK, doc_id, batch, _version_out(version)]
+        case Error(code, text, doc_id):
+            fields = [MessageKind.ERROR, code, text, doc_id]
+        case Ping(nonce):
+            fields = [MessageKind.PING, nonce]
+        case Pong(nonce):
+            fields = [MessageKind.PONG, nonce]
+    out: bytes = msgpack.packb(fields, use_bin_type=True)
+    return out
+
+
+# -- decoding --------------------------------------------------------------------
+
+
+def _str(value: Any, what: str, limit: int = 256) -> str:
+    if type(value) is not str or len(value) > limit:
+        raise DecodeError(f"malformed {what}")
+    return value
+
+
+def _uint(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise DecodeError(f"malformed {what}")
+    return value
+
+
+def _doc(value: Any) -> str:
+    doc_id = _str(value, "document id")
+    if not doc_id or "\x00" in doc_id:
+        raise DecodeError("malformed document id")
+    return doc_id
+
+
+def _version(value: Any, max_entries: int) -> Version:
+    if type(value) is not dict:
+        raise DecodeError("malformed version")
+    if len(value) > max_entries:
+        raise LimitExceededError(f"a version of {len(value)} replicas")
+    try:
+        return Version({_str(r, "replica id", 64): _uint(s, "seq") for r, s in value.items()})
+    except ValueError as exc:  # InvalidValueError: a bad replica id
+        raise DecodeError(f"malformed version: {exc}") from exc
+
+
+def _events(encoding: Any, packed: Any, max_events: int, max_bytes: int) -> tuple[Any, ...]:
+    if type(packed) is not bytes:
+        raise DecodeError("malformed events")
+    if encoding == Encoding.ZLIB:
+        inflater = zlib.decompressobj()
+        try:
+            packed = inflater.decompress(packed, max_bytes)
+        except zlib.error as exc:
+            raise DecodeError(f"malformed compressed events: {exc}") from exc
+        if inflater.unconsumed_tail:
+            raise LimitExceededError(f"events inflate beyond {max_bytes} bytes")
+    elif encoding != Encoding.PLAIN:
+        raise DecodeError(f"unknown events encoding {encoding!r}")
+    try:
+        events = msgpack.unpackb(packed, raw=False, max_array_len=max_events, use_list=False)
+    except ValueError as exc:
+        if "exceeds max_array_len" in str(exc):
+            raise LimitExceededError(f"more than {max_events} events in a batch") from exc
+        raise DecodeError(f"malformed events: {exc}") from exc
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError(f"malformed events: {exc}") from exc
+    if type(events) is not tuple:
+        raise DecodeError("malformed events")
+    for event in events:
+        if (
+            type(event) is not tuple
+            or len(event) != 2
+            or type(event[0]) is not bytes
+            or (event[1] is not None and type(event[1]) is not bytes)
+        ):
+            raise DecodeError("malformed event in a batch")
+    return events
+
+
+def decode(
+    payload: bytes,
+    *,
+    max_events: int = 10_000,
+    max_bytes: int = 16 << 20,
+    max_replicas: int = 100_000,
+) -> Message:
+    """The message in one frame's payload (limits: events per batch, bytes of
+    inflated events, replicas in a version)."""
+    try:
+        fields = msgpack.unpackb(
+            payload, raw=False, use_list=True, max_array_len=16, max_map_len=max_replicas
+        )
+    except ValueError as exc:
+        if "exceeds max_map_len" in str(exc):
+            raise LimitExceededError(f"a version of more than {max_replicas} replicas") from exc
+        raise DecodeError(f"malformed message: {exc}") from exc
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError(f"malformed message: {exc}") from exc
+    if type(fields) is not list or not fields or type(fields[0]) is not int:
+        raise DecodeError("a message is [kind, ...]")
+    kind, *rest = fields
+    try:
+        match MessageKind(kind), rest:
+            case MessageKind.HELLO, [magic, version, peer_id, credentials]:
+                if magic != MAGIC:
+                    raise DecodeError("not a gether sync hello")
+                if type(version) is not int or version != PROTOCOL_VERSION:
+                    raise UnsupportedVersionError(
+                        f"protocol version {version!r} is not spoken here"
+                    )
+                if credentials is not None:
+                    credentials = _str(credentials, "credentials", 16_384)
+                return Hello(_str(peer_id, "peer id", 64), credentials, version)
+            case MessageKind.SUBSCRIBE, [doc_id, version]:
+                return Subscribe(_doc(doc_id), _version(version, max_replicas))
+            case MessageKind.EVENTS, [doc_id, batch, encoding, packed]:
+                events = _events(encoding, packed, max_events, max_bytes)
+                return Events(_doc(doc_id), _uint(batch, "batch number"), events)
+            case MessageKind.ACK, [doc_id, batch, version]:
+                return Ack(
+                    _doc(doc_id), _uint(batch, "batch number"), _version(version, max_replicas)
+                )
+            case MessageKind.ERROR, [code, text, doc_id]:
+                return Error(
+                    _str(code, "error code", 64),
+                    _str(text, "error message", 4096),
+                    None if doc_id is None else _doc(doc_id),
+                )
+            case MessageKind.PING, [nonce]:
+                return Ping(_uint(nonce, "nonce"))
+            case MessageKind.PONG, [nonce]:
+                return Pong(_uint(nonce, "nonce"))
+    except ValueError as exc:  # MessageKind(kind) of an unknown kind
+        raise DecodeError(f"unknown message kind {kind!r}") from exc
+    raise DecodeError(f"malformed {MessageKind(kind).name.lower()} message")
