@@ -266,10 +266,23 @@ def test_hostile_frames_close_with_a_code(data: bytes, code: str) -> None:
 def test_forged_event_in_a_batch_closes_the_connection() -> None:
     conn = server()
     conn.receive_data(hello() + frame(encode(Subscribe("d", Version()))), now=0.0)
+    assert conn.subscriptions_requested() == ["d"]
+    conn.accept("d")
     conn.receive_data(frame(encode(Events("d", 1, ((b"\x95not an event", None),)))), now=0.0)
     assert conn.closed and conn.close_reason is not None
     assert conn.close_reason.code in ("decode", "unsupported_version")
     assert conn.events_received() == []
+
+
+def test_a_refused_subscription_is_an_error_for_that_document_only() -> None:
+    conn = server()
+    conn.receive_data(hello() + frame(encode(Subscribe("secret", Version()))), now=0.0)
+    conn.refuse("secret", gether.InvalidPathError("no such document"))
+    *_, last = FrameReader(1 << 20).feed(conn.data_to_send())
+    assert decode(last) == Error("invalid_path", "no such document", "secret")
+    assert not conn.closed
+    conn.receive_data(frame(encode(Events("secret", 1, ((b"x", None),)))), now=0.0)
+    assert conn.closed  # events of a refused document are a violation
 
 
 def test_truncated_frame_at_eof() -> None:
@@ -289,9 +302,11 @@ def test_unacknowledged_batches_are_bounded() -> None:
     a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits)
     b = SyncConnection(host_b, "b", Role.SERVER, now=0.0, limits=limits)
     a.subscribe("d")
+    b.receive_data(a.data_to_send(), 0.0)
+    b.accept(*b.subscriptions_requested())
     for _ in range(3):  # a never acknowledges
-        b.receive_data(a.data_to_send(), 0.0)
         a.receive_data(b.data_to_send(), 0.0)
+        b.receive_data(a.data_to_send(), 0.0)
     assert a.closed and a.close_reason is not None
     assert a.close_reason.code == "limit_exceeded"
 

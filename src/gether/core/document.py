@@ -7,7 +7,7 @@ This is the pure core: the replica id, signing key and clock are given to it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, Protocol, Self
 
@@ -45,6 +45,8 @@ from gether.errors import (
 )
 
 PathLike = str | tuple[str | int, ...] | list[str | int]
+EventListener = Callable[[Sequence[Event], bool], None]
+"""Called with events just recorded, and whether they are local edits."""
 
 
 class Journal(Protocol):
@@ -77,6 +79,7 @@ class Document:
         self._saved: SavedDocument | None = None
         self._read_only = False
         self._journal: Journal | None = None
+        self._listeners: list[EventListener] = []
         # the open transaction
         self._depth = 0
         self._ops: list[Op] | None = None
@@ -244,6 +247,8 @@ class Document:
         log.record(event, vector)
         if journal is not None:
             journal.written(self)
+        if self._listeners:
+            self._notify((event,), local=True)
 
     def _rollback(self) -> None:
         self._ops = None
@@ -498,6 +503,8 @@ class Document:
         if applied and self._journal is not None:
             self._journal.write_received(applied)
             self._journal.written(self)
+        if applied and self._listeners:
+            self._notify(applied, local=False)
         if errors:
             raise RejectedEventsError(errors)
         return len(applied)
@@ -555,6 +562,15 @@ class Document:
             return self._log.vector_for(parents, author)
         full.pop(author, None)
         return full
+
+    def _listen(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener`` after every recorded event; returns the unsubscriber."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _notify(self, events: Sequence[Event], local: bool) -> None:
+        for listener in list(self._listeners):
+            listener(events, local)
 
     # -- history ---------------------------------------------------------------------
 

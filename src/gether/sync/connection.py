@@ -1,9 +1,11 @@
 """One sync connection as a state machine, with no I/O (docs/protocol.md).
 
 The owner feeds it bytes with ``receive_data(data, now)``, sends what
-``data_to_send()`` returns, applies and stores what ``events_received()``
-returns and then calls ``acknowledge`` (or ``reject``), and calls ``push(doc)``
-whenever a document has events the peer may lack. Time is a number of seconds
+``data_to_send()`` returns, answers what ``subscriptions_requested()`` returns
+with ``accept`` (once the document is loaded and the peer may read it) or
+``refuse``, applies and stores what ``events_received()`` returns and then
+calls ``acknowledge`` (or ``reject``), and calls ``push(doc)`` whenever a
+document has events the peer may lack. Time is a number of seconds
 passed in; nothing here reads a clock.
 """
 
@@ -87,6 +89,8 @@ class _DocSync:
     """Events the peer told us it holds (its subscribe, its events, its acks)."""
     peer_stored: Version = field(default_factory=Version)
     """What the peer acknowledged as stored."""
+    requested: Version | None = None
+    """The version of a subscription the peer asked for and the owner has not answered."""
     next_batch: int = 1
     outstanding: set[int] = field(default_factory=set)
     unacknowledged: set[int] = field(default_factory=set)
@@ -125,6 +129,7 @@ class SyncConnection:
         self._out = bytearray()
         self._docs: dict[str, _DocSync] = {}
         self._received: list[ReceivedEvents] = []
+        self._requests: list[str] = []
         self._errors: list[Error] = []
         self._pongs: set[int] = set()
         self._next_nonce = 1
@@ -167,6 +172,25 @@ class SyncConnection:
     def events_received(self) -> list[ReceivedEvents]:
         out, self._received = self._received, []
         return out
+
+    def subscriptions_requested(self) -> list[str]:
+        """Documents the peer asked to sync that we did not ask for: answer each
+        with ``accept`` or ``refuse``."""
+        out, self._requests = self._requests, []
+        return out
+
+    def accept(self, doc_id: str) -> None:
+        doc = self._docs.get(doc_id)
+        if self.closed or doc is None or doc.requested is None:
+            return
+        self._start(doc_id, doc, doc.requested)
+
+    def refuse(self, doc_id: str, error: GetherError) -> None:
+        doc = self._docs.get(doc_id)
+        if self.closed or doc is None or doc.requested is None:
+            return
+        del self._docs[doc_id]
+        self._send(Error(error.code, str(error)[:4096], doc_id))
 
     def errors_received(self) -> list[Error]:
         """Document-level errors the peer sent (its refusals of our events)."""
@@ -288,6 +312,17 @@ class SyncConnection:
             doc = self._docs[doc_id] = _DocSync()
         return doc
 
+    def _start(self, doc_id: str, doc: _DocSync, version: Version) -> None:
+        """Both sides now sync ``doc_id``: send what the peer's version lacks."""
+        doc.requested = None
+        doc.peer_subscribed = True
+        doc.peer_has = doc.peer_has.merged(version)
+        doc.peer_told = doc.peer_told.merged(version)
+        doc.peer_stored = doc.peer_stored.merged(version)
+        if not doc.subscribed:
+            self.subscribe(doc_id)
+        self.push(doc_id)
+
     def _send_batch(self, doc_id: str, doc: _DocSync, batch: list[Event]) -> None:
         number = doc.next_batch
         doc.next_batch += 1
@@ -309,15 +344,13 @@ class SyncConnection:
                 raise ProtocolViolationError("a second hello")
             case Subscribe(doc_id, version):
                 doc = self._doc(doc_id)
-                if doc.peer_subscribed:
+                if doc.peer_subscribed or doc.requested is not None:
                     raise ProtocolViolationError(f"{doc_id} subscribed twice")
-                doc.peer_subscribed = True
-                doc.peer_has = doc.peer_has.merged(version)
-                doc.peer_told = doc.peer_told.merged(version)
-                doc.peer_stored = doc.peer_stored.merged(version)
-                if not doc.subscribed:
-                    self.subscribe(doc_id)
-                self.push(doc_id)
+                if doc.subscribed:
+                    self._start(doc_id, doc, version)
+                else:
+                    doc.requested = version
+                    self._requests.append(doc_id)
             case Events(doc_id, batch, raw):
                 known = self._docs.get(doc_id)
                 if known is None or not (known.subscribed and known.peer_subscribed):

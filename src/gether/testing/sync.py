@@ -47,6 +47,9 @@ def deliver(conn: SyncConnection, host: DocumentsHost, data: bytes, now: float) 
     """Feed ``data`` to ``conn``, then apply and acknowledge what arrived."""
     stats = PumpStats()
     conn.receive_data(data, now)
+    for doc_id in conn.subscriptions_requested():
+        host.document(doc_id)
+        conn.accept(doc_id)
     for received in conn.events_received():
         doc = host.document(received.doc_id)
         try:
