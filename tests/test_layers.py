@@ -18,7 +18,9 @@ ALLOWED = {
     "sync": {"errors", "core"},
     "document": {"errors", "core", "runtime", "store"},
     "runtime": {"core"},
-    "cli": {"errors", "core", "document", "runtime", "store"},
+    "server": {"errors", "core", "document", "runtime", "store", "sync"},
+    "client": {"errors", "core", "document", "runtime", "store", "sync"},
+    "cli": {"errors", "core", "document", "runtime", "store", "sync", "server", "client"},
     "testing": {"errors", "core", "document", "runtime", "store", "sync"},
     "__main__": {"cli"},
 }

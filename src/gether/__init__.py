@@ -4,34 +4,63 @@ The public surface is this module's ``__all__``; everything else is private or
 lives in a subpackage (``gether.testing`` for test kits).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from gether.core.event import Event
 from gether.core.ids import EventId, Version
 from gether.core.keys import SigningKey
 from gether.core.proxies import Counter, CounterProxy, ListProxy, MapProxy, Text, TextProxy
 from gether.document import Document
 from gether.errors import (
+    ConnectionFailedError,
+    CorruptStoreError,
     DecodeError,
     EquivocationError,
     GetherError,
+    GoingAwayError,
     HashMismatchError,
+    IncompleteHistoryError,
     InvalidEventError,
     InvalidKeyError,
     InvalidPathError,
     InvalidValueError,
     LimitExceededError,
     OutOfRangeError,
+    ProtocolViolationError,
     ReadOnlyError,
     RejectedEventsError,
     RemoteError,
     SignatureError,
+    StorageError,
+    StorageFullError,
+    StoreUnavailableError,
     TypeMismatchError,
     UnsupportedVersionError,
     UsageError,
 )
 
+if TYPE_CHECKING:
+    from gether.client import ClientSession
+
 __version__ = "0.1.0"
 
+
+def connect(
+    url: str, doc_id: str, doc: Document | None = None, token: str | None = None, **options: object
+) -> ClientSession:
+    """``async with gether.connect("ws://127.0.0.1:8765", "doc-id", doc=doc) as session``:
+    keep ``doc`` in sync with a server (see ``gether.client``). Imported on
+    first use, so that ``import gether`` stays free of asyncio."""
+    from gether.client import connect as _connect
+
+    return _connect(url, doc_id, doc, token, **options)
+
+
 __all__ = [
+    "ConnectionFailedError",
+    "CorruptStoreError",
     "Counter",
     "CounterProxy",
     "DecodeError",
@@ -40,7 +69,9 @@ __all__ = [
     "Event",
     "EventId",
     "GetherError",
+    "GoingAwayError",
     "HashMismatchError",
+    "IncompleteHistoryError",
     "InvalidEventError",
     "InvalidKeyError",
     "InvalidPathError",
@@ -49,6 +80,7 @@ __all__ = [
     "ListProxy",
     "MapProxy",
     "OutOfRangeError",
+    "ProtocolViolationError",
     "ReadOnlyError",
     "RejectedEventsError",
     "RemoteError",
@@ -56,8 +88,12 @@ __all__ = [
     "SigningKey",
     "Text",
     "TextProxy",
+    "StorageError",
+    "StorageFullError",
+    "StoreUnavailableError",
     "TypeMismatchError",
     "UnsupportedVersionError",
     "UsageError",
     "Version",
+    "connect",
 ]

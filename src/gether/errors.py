@@ -24,6 +24,8 @@
     │   ├── StorageFullError         no space left (disk, quota, size limit)
     │   ├── CorruptStoreError        a file or database that is not a sound Gether store
     │   └── StoreUnavailableError    the store cannot be reached (server down, closed)
+    ├── GoingAwayError               the server is shutting down; reconnect later
+    ├── ConnectionFailedError        a server or peer could not be reached (or was lost)
     └── RejectedEventsError          a batch in which some events were rejected
 
 Each class carries a ``code`` that never changes once released, so that it can
@@ -171,6 +173,18 @@ class StoreUnavailableError(StorageError):
     code = "store_unavailable"
 
 
+class GoingAwayError(GetherError):
+    """The other side is shutting down; nothing is lost, reconnect later."""
+
+    code = "going_away"
+
+
+class ConnectionFailedError(GetherError):
+    """A server or peer could not be reached, or the connection was lost."""
+
+    code = "connection_failed"
+
+
 class RejectedEventsError(GetherError):
     """Some events of a batch were rejected; the others were applied.
 
@@ -193,7 +207,9 @@ __all__ = [
     "DecodeError",
     "EquivocationError",
     "GetherError",
+    "GoingAwayError",
     "HashMismatchError",
+    "ConnectionFailedError",
     "CorruptStoreError",
     "IncompleteHistoryError",
     "InvalidEventError",

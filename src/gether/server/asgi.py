@@ -1,0 +1,102 @@
+"""The server as an ASGI application: a WebSocket endpoint at any path (mount
+it inside a Starlette or FastAPI app, or run it with ``gether serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from gether.server.hub import DocumentHub
+from gether.server.session import Session
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+GOING_AWAY = 1001
+
+
+class WebSocketChannel:
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    async def receive(self) -> bytes | None:
+        while True:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                self._closed = True
+                return None
+            if kind == "websocket.receive":
+                data = message.get("bytes")
+                if data is None:  # a text frame is not the protocol: let it fail to decode
+                    data = (message.get("text") or "").encode()
+                return bytes(data)
+
+    async def send(self, data: bytes) -> None:
+        if not self._closed:
+            await self._send({"type": "websocket.send", "bytes": data})
+
+    async def close(self, going_away: bool = False) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._send(
+                {"type": "websocket.close", "code": GOING_AWAY if going_away else 1000}
+            )
+
+
+class GetherApp:
+    """ASGI: WebSocket connections speak the sync protocol; ``GET`` answers a
+    small JSON status; lifespan shutdown says going-away to every client."""
+
+    def __init__(self, hub: DocumentHub) -> None:
+        self.hub = hub
+        self.sessions: set[Session] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(receive, send, scope)
+        elif kind == "http":
+            await self._status(send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _websocket(self, receive: Receive, send: Send, scope: Scope) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        client = scope.get("client") or ("?", 0)
+        session = Session(self.hub, WebSocketChannel(receive, send), f"ws:{client[0]}:{client[1]}")
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    async def _status(self, send: Send) -> None:
+        body = json.dumps({"gether": "ok", "sessions": len(self.sessions)}).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shut_down()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def shut_down(self) -> None:
+        """Tell every client we are going away, flush, close; then finish snapshots."""
+        await asyncio.gather(*(s.shut_down() for s in list(self.sessions)))
+        await self.hub.close()

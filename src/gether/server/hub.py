@@ -1,0 +1,187 @@
+"""The documents a server hosts: each one held in memory as a replica that
+never edits, used to check every incoming event against its causal past,
+backed by the store, and shared by the sessions subscribed to it.
+
+Incoming events are applied, then stored, then acknowledged, then offered to
+every other subscriber: nothing is acknowledged or relayed before it is
+durable. A failed write evicts the document from memory (the store is the
+truth), so the server never serves an event it has not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gether.core.event import Event
+from gether.core.ids import Version
+from gether.document import Document
+from gether.errors import GetherError, RejectedEventsError, UsageError
+from gether.store.base import EventStore, Snapshot, check_doc_id
+from gether.sync.connection import Limits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    server_id: str = "server"
+    snapshot_every: int = 1_000
+    """Store a snapshot of a document every this many new events."""
+    limits: Limits = field(default_factory=Limits)
+    coalesce: float = 0.0
+    """Seconds a session waits to gather events into one frame per subscriber."""
+
+
+class Subscriber:
+    """What the hub needs of a session: to be told a document has news."""
+
+    def document_changed(self, doc_id: str) -> None:
+        raise NotImplementedError
+
+
+class HostedDocument:
+    def __init__(self, doc_id: str, doc: Document) -> None:
+        self.doc_id = doc_id
+        self.doc = doc
+        self.lock = asyncio.Lock()
+        self.subscribers: set[Subscriber] = set()
+        self.since_snapshot = 0
+
+
+class DocumentHub:
+    """Every document of one server (``SyncHost`` for its sessions)."""
+
+    def __init__(self, store: EventStore, config: HubConfig | None = None) -> None:
+        self.store = store
+        self.config = config or HubConfig()
+        self._docs: dict[str, HostedDocument] = {}
+        self._loading: dict[str, asyncio.Task[HostedDocument]] = {}
+        self._snapshots: set[asyncio.Task[None]] = set()
+
+    # -- SyncHost (documents already loaded) ------------------------------------------
+
+    def version(self, doc_id: str) -> Version:
+        return self._docs[doc_id].doc.version
+
+    def events_since(self, doc_id: str, version: Version) -> list[Event]:
+        return self._docs[doc_id].doc.events_since(version)
+
+    # -- loading -------------------------------------------------------------------
+
+    async def open(self, doc_id: str) -> HostedDocument:
+        """The document, loaded from the store on first use (once, however many
+        sessions ask at the same time)."""
+        check_doc_id(doc_id)
+        hosted = self._docs.get(doc_id)
+        if hosted is not None:
+            return hosted
+        task = self._loading.get(doc_id)
+        if task is None:
+            task = self._loading[doc_id] = asyncio.create_task(self._load(doc_id))
+            task.add_done_callback(lambda _: self._loading.pop(doc_id, None))
+        return await asyncio.shield(task)
+
+    async def _load(self, doc_id: str) -> HostedDocument:
+        snapshot = await self.store.load_snapshot(doc_id)
+        doc = await asyncio.to_thread(_replica_from, snapshot)
+        tail = await self.store.events(doc_id, doc.version)
+        if tail:
+            await asyncio.to_thread(doc._replay, tail)
+        hosted = self._docs[doc_id] = HostedDocument(doc_id, doc)
+        return hosted
+
+    def loaded(self, doc_id: str) -> HostedDocument | None:
+        return self._docs.get(doc_id)
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def receive(
+        self, doc_id: str, events: Sequence[Event], source: Subscriber | None
+    ) -> GetherError | None:
+        """Check, apply and store a batch, then tell the other subscribers.
+        Returns the rejection to report to the sender, if any event was refused;
+        raises ``StorageError`` if the batch could not be stored."""
+        hosted = await self.open(doc_id)
+        async with hosted.lock:
+            before = hosted.doc.version
+            rejected: GetherError | None = None
+            try:
+                hosted.doc.apply_events(events)
+            except RejectedEventsError as exc:
+                rejected = exc
+            fresh = hosted.doc.events_since(before)
+            if fresh:
+                try:
+                    await self.store.append(doc_id, fresh)
+                except GetherError:
+                    self._evict(doc_id)
+                    raise
+                hosted.since_snapshot += len(fresh)
+        if fresh:
+            for subscriber in list(hosted.subscribers):
+                if subscriber is not source:
+                    subscriber.document_changed(doc_id)
+            if hosted.since_snapshot >= self.config.snapshot_every:
+                hosted.since_snapshot = 0
+                self._start_snapshot(doc_id)
+        return rejected
+
+    def _evict(self, doc_id: str) -> None:
+        hosted = self._docs.pop(doc_id, None)
+        log.error("evicted %s after a failed write; it reloads from the store", doc_id)
+        if hosted is not None:
+            for subscriber in list(hosted.subscribers):
+                subscriber.document_changed(doc_id)
+
+    def subscribe(self, doc_id: str, subscriber: Subscriber) -> None:
+        hosted = self._docs.get(doc_id)
+        if hosted is None:
+            raise UsageError(f"{doc_id} is not loaded")
+        hosted.subscribers.add(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        for hosted in self._docs.values():
+            hosted.subscribers.discard(subscriber)
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def _start_snapshot(self, doc_id: str) -> None:
+        task = asyncio.create_task(self._snapshot(doc_id))
+        self._snapshots.add(task)
+        task.add_done_callback(self._snapshots.discard)
+
+    async def _snapshot(self, doc_id: str) -> None:
+        """A new snapshot made from the store, never from the live replica, so
+        writers of the document do not wait for it."""
+        try:
+            newest = await self.store.load_snapshot(doc_id)
+            tail = await self.store.events(doc_id, newest.version if newest else None)
+            if not tail:
+                return
+
+            def build() -> Snapshot:
+                doc = _replica_from(newest)
+                doc._replay(tail)
+                return Snapshot(doc.version, doc.save())
+
+            await self.store.save_snapshot(doc_id, await asyncio.to_thread(build))
+        except GetherError as exc:
+            log.warning("snapshot of %s failed: [%s] %s", doc_id, exc.code, exc)
+
+    async def close(self) -> None:
+        """Wait for snapshots in progress (the store stays open: it is the caller's)."""
+        if self._snapshots:
+            await asyncio.gather(*self._snapshots, return_exceptions=True)
+
+
+def _replica_from(snapshot: Snapshot | None) -> Document:
+    """A replica that only checks and relays (it never edits)."""
+    if snapshot is not None:
+        try:
+            return Document.load(snapshot.data)
+        except GetherError as exc:  # a bad snapshot costs time, never data
+            log.warning("ignoring a snapshot that does not load: [%s] %s", exc.code, exc)
+    return Document()

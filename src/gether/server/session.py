@@ -1,0 +1,140 @@
+"""One client connection on the server, whatever carries its bytes: reads
+frames into its ``SyncConnection``, hands subscriptions and events to the hub,
+and sends what the connection has to say."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from gether.errors import GetherError, GoingAwayError, StorageError
+from gether.server.hub import DocumentHub, Subscriber
+from gether.sync.connection import Role, SyncConnection
+
+log = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    """A bidirectional byte channel (a WebSocket, a TCP stream)."""
+
+    async def receive(self) -> bytes | None:
+        """The next bytes, or None once the peer has closed."""
+        ...
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def close(self, going_away: bool = False) -> None: ...
+
+
+class Session(Subscriber):
+    def __init__(self, hub: DocumentHub, channel: Channel, name: str = "?") -> None:
+        self.hub = hub
+        self.channel = channel
+        self.name = name
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.conn = SyncConnection(
+            hub, hub.config.server_id, Role.SERVER, now=loop.time(), limits=hub.config.limits
+        )
+        self._send_lock = asyncio.Lock()
+        self._dirty: set[str] = set()
+        self._flush_scheduled = False
+        self._closing = False
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    # -- the hub tells us ----------------------------------------------------------
+
+    def document_changed(self, doc_id: str) -> None:
+        self._dirty.add(doc_id)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            delay = self.hub.config.coalesce
+            self._loop.call_later(delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self._flush_dirty())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for doc_id in dirty:
+            if self.hub.loaded(doc_id) is None:
+                # evicted after a failed write: our view of it is gone
+                self.conn.close(StorageError(f"{doc_id} is being reloaded; reconnect"))
+            else:
+                self.conn.push(doc_id)
+        await self.flush()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        async with self._send_lock:
+            data = self.conn.data_to_send()
+            if data:
+                with contextlib.suppress(ConnectionError, OSError):
+                    await self.channel.send(data)
+
+    async def run(self) -> None:
+        ticker = asyncio.create_task(self._tick())
+        try:
+            while not self.conn.closed:
+                data = await self.channel.receive()
+                if data is None:
+                    self.conn.receive_eof()
+                    break
+                self.conn.receive_data(data, self._loop.time())
+                await self._process()
+                await self.flush()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            ticker.cancel()
+            self.hub.unsubscribe(self)
+            await self.flush()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.channel.close(going_away=self._closing)
+            if self.conn.close_reason is not None:
+                reason = self.conn.close_reason
+                log.info("%s closed: [%s] %s", self.name, reason.code, reason.message)
+
+    async def _process(self) -> None:
+        conn = self.conn
+        for doc_id in conn.subscriptions_requested():
+            try:
+                await self.hub.open(doc_id)
+            except GetherError as exc:
+                conn.refuse(doc_id, exc)
+                continue
+            self.hub.subscribe(doc_id, self)
+            conn.accept(doc_id)
+        for received in conn.events_received():
+            try:
+                rejected = await self.hub.receive(received.doc_id, received.events, self)
+            except StorageError as exc:
+                conn.close(exc)  # nothing of it is acknowledged; the client resends
+                return
+            if rejected is None:
+                conn.acknowledge(received)
+            else:
+                conn.reject(received, rejected)
+
+    async def _tick(self) -> None:
+        while not self.conn.closed:
+            await asyncio.sleep(1.0)
+            self.conn.tick(self._loop.time())
+            await self.flush()
+            if self.conn.closed:
+                with contextlib.suppress(ConnectionError, OSError):
+                    await self.channel.close()
+
+    async def shut_down(self) -> None:
+        """Server shutdown: tell the client, flush, close."""
+        self._closing = True
+        self.conn.close(GoingAwayError("the server is shutting down"))
+        await self.flush()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.channel.close(going_away=True)

@@ -1,0 +1,68 @@
+"""Raw TCP: the protocol's frames over an asyncio stream, for devices and
+servers talking to each other."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from gether.server.hub import DocumentHub
+from gether.server.session import Session
+
+READ_SIZE = 64 * 1024
+
+
+class StreamChannel:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def receive(self) -> bytes | None:
+        data = await self.reader.read(READ_SIZE)
+        return data or None
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def close(self, going_away: bool = False) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+class TCPServer:
+    """Sessions over TCP; ``close()`` says going-away to every client."""
+
+    def __init__(self, hub: DocumentHub) -> None:
+        self.hub = hub
+        self.sessions: set[Session] = set()
+        self.server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        session = Session(self.hub, StreamChannel(reader, writer), name=f"tcp:{peer}")
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+
+    async def start(self, host: str, port: int) -> int:
+        self.server = await asyncio.start_server(self._handle, host, port)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        await asyncio.gather(*(s.shut_down() for s in list(self.sessions)))
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+async def serve_tcp(hub: DocumentHub, host: str, port: int) -> TCPServer:
+    """Start listening; returns the server (its port is ``start``'s result)."""
+    server = TCPServer(hub)
+    await server.start(host, port)
+    return server

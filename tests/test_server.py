@@ -1,0 +1,80 @@
+"""Server and clients on real sockets (loopback): WebSocket and TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import gether
+from gether.server.serve import GetherServer, start_server
+from gether.store import open_blocking_store
+from gether.testing.histories import edit
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[GetherServer]:
+    running = await start_server(
+        f"sqlite:///{tmp_path}/server.db", port=0, tcp_port=0, handle_signals=False
+    )
+    yield running
+    await running.stop()
+
+
+async def test_clients_over_websocket_and_tcp_converge(
+    server: GetherServer, tmp_path: Path
+) -> None:
+    assert server.tcp_url is not None
+    urls = [server.ws_url, server.tcp_url, server.ws_url, server.tcp_url]
+    docs = [gether.Document(f"client{i}") for i in range(len(urls))]
+    sessions = [gether.connect(url, "notes", doc=doc) for url, doc in zip(urls, docs, strict=True)]
+    for session in sessions:
+        await session.__aenter__()
+    try:
+        rng = random.Random(1)
+        for _ in range(60):
+            edit(rng.choice(docs), rng)
+            await asyncio.sleep(0)
+        for session in sessions:
+            await session.sync()
+        for session in sessions:  # a second pass: everyone now has everyone's events
+            await session.sync()
+        states = [doc.to_json() for doc in docs]
+        assert all(state == states[0] for state in states)
+        assert all(not s.errors for s in sessions)
+    finally:
+        for session in sessions:
+            await session.close()
+    # the server stored exactly the events the clients hold
+    store = open_blocking_store(f"sqlite:///{tmp_path}/server.db")
+    try:
+        assert store.version("notes") == docs[0].version
+    finally:
+        store.close()
+
+
+async def test_a_client_catches_up_after_a_restart_of_the_server(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/server.db"
+    first = await start_server(url, port=0, handle_signals=False)
+    alice = gether.Document("alice")
+    async with gether.connect(first.ws_url, "notes", doc=alice) as session:
+        alice.text("t").insert(0, "hello")
+        await session.sync()
+    await first.stop()
+    second = await start_server(url, port=0, handle_signals=False)
+    try:
+        bob = gether.Document("bob")
+        async with gether.connect(second.ws_url, "notes", doc=bob) as session:
+            await session.sync()
+            assert bob.to_json() == {"t": "hello"}
+    finally:
+        await second.stop()
+
+
+async def test_unreachable_server() -> None:
+    with pytest.raises(gether.ConnectionFailedError):
+        async with gether.connect("ws://127.0.0.1:9", "notes"):
+            pass
