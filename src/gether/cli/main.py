@@ -66,5 +66,31 @@ def replay(url: str, doc_id: str, at: str, as_json: bool) -> None:
     _guarded(lambda: replay_document(Console(stderr=as_json), url, doc_id, at, as_json))
 
 
+@main.command()
+@click.option(
+    "--store",
+    "store_url",
+    default="sqlite:///gether.db",
+    show_default=True,
+    help="Where events live: sqlite:///path.db, postgresql://..., memory://name.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, help="WebSocket (ASGI) port.")
+@click.option("--tcp-port", type=int, default=None, help="Also listen for raw TCP here.")
+@click.option(
+    "--snapshot-every",
+    default=1000,
+    show_default=True,
+    help="Store a snapshot of a document every N new events.",
+)
+def serve(
+    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int
+) -> None:  # fmt: skip
+    """Run a sync server: WebSocket on --port, raw TCP on --tcp-port."""
+    from gether.cli.serving import run_server
+
+    _guarded(lambda: run_server(store_url, host, port, tcp_port, snapshot_every))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,39 @@
+"""``gether serve``: run the server until SIGTERM or SIGINT, then shut down
+gracefully (going-away to every client, flush, close the store) and exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from gether.server.hub import HubConfig
+from gether.server.serve import start_server
+
+
+async def _serve(
+    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int
+) -> None:
+    server = await start_server(
+        store_url,
+        host,
+        port,
+        tcp_port,
+        HubConfig(snapshot_every=snapshot_every),
+        handle_signals=False,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server.web, "should_exit", True))
+    where = server.ws_url + (f" and {server.tcp_url}" if server.tcp_url else "")
+    print(f"gether serving {store_url} on {where}", file=sys.stderr, flush=True)
+    await server.wait()
+    print("gether server stopped", file=sys.stderr, flush=True)
+
+
+def run_server(
+    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int
+) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(store_url, host, port, tcp_port, snapshot_every))
