@@ -41,3 +41,39 @@ settings.register_profile(
 )
 settings.register_profile("deep", deadline=None, max_examples=2000, suppress_health_check=_SLOW_OK)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# -- PostgreSQL: one throwaway cluster per session, a fresh database per test --
+
+import itertools  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from gether.testing.postgres import PostgresCluster, PostgresNotFoundError  # noqa: E402
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of our own; a failure in CI when there is none."""
+    try:
+        cluster = PostgresCluster()
+    except PostgresNotFoundError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip(str(exc))
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """The URL of a new, empty database, dropped afterwards (the server is
+    restarted if a test left it down)."""
+    name = f"gether_test_{next(_database_numbers)}"
+    postgres_cluster.start()
+    yield postgres_cluster.create_database(name)
+    postgres_cluster.start()
+    postgres_cluster.drop_database(name)
