@@ -27,7 +27,7 @@ from gether.errors import (
 from gether.store import open_store
 from gether.store.base import event_order
 from gether.store.postgres import MIGRATIONS, PostgresStore, storage_error
-from gether.testing.histories import history
+from gether.testing.histories import edit, fixed_key, history, ticking_clock
 from gether.testing.postgres import PostgresCluster
 from gether.testing.store_conformance import StoreConformance
 
@@ -41,7 +41,8 @@ class TestPostgresStore(StoreConformance):
 
 
 @pytest.fixture
-def store(postgres_url: str) -> Iterator[PostgresStore]:
+def pg_store(postgres_url: str) -> Iterator[PostgresStore]:
+    """A blocking handle on a fresh database."""
     store = PostgresStore(postgres_url)
     yield store
     store.close()
@@ -153,11 +154,38 @@ def test_a_database_of_another_application_is_refused_untouched(postgres_url: st
         assert db.execute("SELECT * FROM events").fetchall() == [(1, "theirs")]
 
 
-def test_a_newer_schema_is_refused(store: PostgresStore, postgres_url: str) -> None:
+def test_a_newer_schema_is_refused(pg_store: PostgresStore, postgres_url: str) -> None:
     with psycopg.connect(postgres_url, autocommit=True) as db:
         db.execute("INSERT INTO gether_schema (version) VALUES (%s)", (len(MIGRATIONS) + 1,))
     with pytest.raises(StorageError, match="schema"):
         PostgresStore(postgres_url)
+
+
+def test_order_ignores_the_database_collation(postgres_cluster: PostgresCluster) -> None:
+    """Replica ids and document names sort by code point, as in Python and
+    SQLite, even in a database whose default collation is a linguistic one."""
+    with psycopg.connect(postgres_cluster.url(), autocommit=True) as admin:
+        admin.execute(
+            "CREATE DATABASE gether_icu TEMPLATE template0"
+            " LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
+        )
+    store = PostgresStore(postgres_cluster.url("gether_icu"))
+    try:
+        rng = random.Random(34)
+        authors = [Document(name, key=fixed_key(name), clock=ticking_clock()) for name in "aB_A"]
+        for author in authors:
+            edit(author, rng)  # four concurrent events, one lamport time
+        events = [e for author in authors for e in author.events_since(None)]
+        names = ["a-doc", "B-doc", "_doc", "A-doc"]
+        for name in names:
+            store.append(name, events)
+        assert store.documents() == sorted(names)
+        assert [e.id for e in store.events(names[0])] == [
+            e.id for e in sorted(events, key=event_order)
+        ]
+    finally:
+        store.close()
+        postgres_cluster.drop_database("gether_icu")
 
 
 def test_a_bad_url() -> None:
@@ -198,7 +226,8 @@ def test_error_mapping() -> None:
     assert type(storage_error(psycopg.errors.UniqueViolation("dup"), where)) is StorageError
 
 
-def test_server_gone_and_back(store: PostgresStore, postgres_cluster: PostgresCluster) -> None:
+def test_server_gone_and_back(pg_store: PostgresStore, postgres_cluster: PostgresCluster) -> None:
+    store = pg_store
     events, doc = history(seed=31)
     half = len(events) // 2
     store.append(DOC, events[:half])
@@ -216,8 +245,9 @@ def test_server_gone_and_back(store: PostgresStore, postgres_cluster: PostgresCl
 
 
 def test_a_restart_while_idle_goes_unnoticed(
-    store: PostgresStore, postgres_cluster: PostgresCluster
+    pg_store: PostgresStore, postgres_cluster: PostgresCluster
 ) -> None:
+    store = pg_store
     events, _ = history(seed=32)
     store.append(DOC, events[:3])
     postgres_cluster.stop("immediate")
