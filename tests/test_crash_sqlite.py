@@ -29,12 +29,20 @@ def run_and_kill(args: list[str], rng: random.Random) -> list[tuple[str, str, in
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), *args], stdout=subprocess.PIPE, env=env, text=True
     )
-    time.sleep(rng.uniform(0.05, 0.6))
+    assert proc.stdout is not None
+    lines = []
+    if rng.random() < 0.2:
+        time.sleep(rng.uniform(0.0, 0.3))  # now and then while it starts up
+    else:
+        # otherwise once it writes, however slow the machine is to start it
+        first = proc.stdout.readline()
+        lines.append(first)
+        time.sleep(rng.uniform(0.0, 0.25))
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the writer ended before it was killed"
     acked = []
-    for line in out.splitlines():
+    for line in "".join(lines + [out]).splitlines():
         doc_id, replica, seq = line.split()
         acked.append((doc_id, replica, int(seq)))
     return acked
@@ -74,7 +82,7 @@ def test_killed_store_writer(tmp_path: Path) -> None:
             acked.setdefault(doc_id, set()).add((replica, seq))
         last = got[-1][0] if got else "doc-0"
         check_store(path, last, acked.get(last, set()))
-    assert killed_mid_write >= CYCLES // 2
+    assert killed_mid_write >= CYCLES // 2, killed_mid_write
     for doc_id, ids in acked.items():
         stored = check_store(path, doc_id, ids)
         if doc_id == "doc-0":

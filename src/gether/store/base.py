@@ -110,6 +110,10 @@ def event_order(event: Event) -> tuple[int, str, int]:
 def check_doc_id(doc_id: str) -> str:
     if type(doc_id) is not str or not 0 < len(doc_id) <= 256 or "\x00" in doc_id:
         raise UsageError("a document id is a non-empty string of at most 256 characters")
+    try:
+        doc_id.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no database can store it
+        raise UsageError("a document id must be valid Unicode (no lone surrogates)") from exc
     return doc_id
 
 

@@ -79,7 +79,7 @@ class StoreConformance:
         assert await store.documents() == []
 
     async def test_bad_document_ids(self, store: AsyncStore) -> None:
-        for bad in ("", "x" * 257, "a\x00b"):
+        for bad in ("", "x" * 257, "a\x00b", "lone \ud800 surrogate"):
             with pytest.raises(UsageError):
                 await store.events(bad)
 
