@@ -4,6 +4,7 @@ The public surface is this module's ``__all__``; everything else is private or
 lives in a subpackage (``gether.testing`` for test kits).
 """
 
+from gether.core.changes import ChangeSet, Move, PathChange, Replace, Splice
 from gether.core.event import Event
 from gether.core.ids import EventId, Version
 from gether.core.keys import SigningKey
@@ -32,6 +33,7 @@ from gether.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChangeSet",
     "Counter",
     "CounterProxy",
     "DecodeError",
@@ -48,12 +50,16 @@ __all__ = [
     "LimitExceededError",
     "ListProxy",
     "MapProxy",
+    "Move",
     "OutOfRangeError",
+    "PathChange",
     "ReadOnlyError",
     "RejectedEventsError",
     "RemoteError",
+    "Replace",
     "SignatureError",
     "SigningKey",
+    "Splice",
     "Text",
     "TextProxy",
     "TypeMismatchError",
