@@ -42,7 +42,7 @@ def run_and_kill(args: list[str], rng: random.Random) -> list[tuple[str, str, in
     out, _ = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the writer ended before it was killed"
     acked = []
-    for line in "".join(lines + [out]).splitlines():
+    for line in "".join([*lines, out]).splitlines():
         doc_id, replica, seq = line.split()
         acked.append((doc_id, replica, int(seq)))
     return acked

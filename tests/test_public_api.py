@@ -13,6 +13,8 @@ def test_all_names_exist() -> None:
 def test_api_md_names() -> None:
     for name in ("Document", "Text", "Counter", "Event", "Version", "GetherError"):
         assert name in gether.__all__
+    for name in ("Replace", "Splice", "Move", "PathChange", "ChangeSet"):
+        assert name in gether.__all__
     doc = gether.Document()
     for method in (
         "text", "list", "map", "counter", "apply_update", "get", "to_json", "transaction",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gether.core.changes import MISSING, ChangeSet, Move, PathChange, Replace, Splice
 from gether.core.event import Event
 from gether.core.ids import EventId, Version
 from gether.core.keys import SigningKey
@@ -59,6 +60,8 @@ def connect(
 
 
 __all__ = [
+    "MISSING",
+    "ChangeSet",
     "ConnectionFailedError",
     "CorruptStoreError",
     "Counter",
@@ -79,13 +82,17 @@ __all__ = [
     "LimitExceededError",
     "ListProxy",
     "MapProxy",
+    "Move",
     "OutOfRangeError",
+    "PathChange",
     "ProtocolViolationError",
     "ReadOnlyError",
     "RejectedEventsError",
     "RemoteError",
+    "Replace",
     "SignatureError",
     "SigningKey",
+    "Splice",
     "Text",
     "TextProxy",
     "StorageError",
