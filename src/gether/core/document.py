@@ -89,14 +89,14 @@ class Document:
         """The whole document (state, history and waiting events) as bytes."""
         self._commit_if_open()
         log = self._log_value
-        staged = [e.to_bytes() for e in log.staged.values()] if log is not None else []
-        if self._log_value is None:
+        if log is None:
             assert self._saved is not None
             return encode_saved(self._saved)
-        chain = self._log_value.chains.get(self._replica)
+        staged = [e.to_bytes() for e in log.staged.values()]
+        chain = log.chains.get(self._replica)
         if chain and chain[-1].signature is None:
             chain[-1].signature = self._key.sign(chain[-1].hash)
-        return encode_document(self._state, self._log_value.chains, staged, self._clock.last)
+        return encode_document(self._state, log.chains, log.heads, staged, self._clock.last)
 
     @classmethod
     def load(
