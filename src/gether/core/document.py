@@ -17,7 +17,7 @@ from gether.core.event import Event
 from gether.core.hlc import Clock, HybridClock
 from gether.core.ids import ROOT, ContainerId, EventId, EventKey, OpId, Version, check_replica_id
 from gether.core.keys import SigningKey
-from gether.core.oplog import EventLog, Vector, check_first_key
+from gether.core.oplog import EventLog, TipLog, Vector, check_first_key
 from gether.core.ops import (
     COUNTER_ADD,
     LIST_INSERT,
@@ -33,6 +33,7 @@ from gether.core.snapshot import SavedDocument, decode_document, encode_document
 from gether.core.state import DocState, OpContext
 from gether.core.values import Kind, NamedRef, check_int, check_key, check_text
 from gether.errors import (
+    DecodeError,
     GetherError,
     HashMismatchError,
     InvalidEventError,
@@ -59,6 +60,7 @@ class Document:
         self._log_value: EventLog | None = EventLog(self._replica)
         self._log_value.bind_key(self._replica, key.key_id, None)
         self._saved: SavedDocument | None = None
+        self._tips: TipLog | None = None
         self._read_only = False
         # the open transaction
         self._depth = 0
@@ -80,8 +82,22 @@ class Document:
         self._log_value = log = EventLog(self._replica)
         log.bind_key(self._replica, self._key.key_id, None)
         self._replay(saved.events(), state=False)
+        tips = self._tips
+        if tips is not None:
+            if not tips.describes(log):
+                self._log_value = None
+                raise DecodeError("saved summary does not match the saved history")
+            self._replay(tips.events, state=False)
         self._saved = None
+        self._tips = None
         return log
+
+    def _local_log(self) -> EventLog | TipLog:
+        """Where a local event goes: the log, or the tips of a loaded history
+        that is still encoded."""
+        if self._log_value is None and self._tips is not None:
+            return self._tips
+        return self._log
 
     # -- saving and loading -------------------------------------------------------
 
@@ -89,9 +105,10 @@ class Document:
         """The whole document (state, history and waiting events) as bytes."""
         self._commit_if_open()
         log = self._log_value
-        if log is None:
+        if log is None and (self._tips is None or not self._tips.events):
             assert self._saved is not None
             return encode_saved(self._saved)
+        log = self._log
         staged = [e.to_bytes() for e in log.staged.values()]
         chain = log.chains.get(self._replica)
         if chain and chain[-1].signature is None:
@@ -118,6 +135,7 @@ class Document:
         doc._state = saved.state
         doc._log_value = None
         doc._saved = saved
+        doc._tips = saved.tips()
         doc._clock.observe(saved.max_hlc())
         if saved.staged:
             # they were waiting before the save and may wait again
@@ -166,7 +184,7 @@ class Document:
         if self._ops is None:
             self._check_writable()
             self._ops = []
-            self._counter = self._log.next_counter(self._replica)
+            self._counter = self._local_log().next_counter(self._replica)
             self._txn_hlc = self._clock.tick()
         return self._counter, self._txn_hlc
 
@@ -183,24 +201,24 @@ class Document:
         self._ops = None
         if not ops:
             return
-        log = self._log
+        log = self._local_log()
         me = self._replica
-        chain = log.chains.get(me)
-        seq = len(chain) + 1 if chain else 1
+        count, tip_hash, end = log.tip(me)
+        seq = count + 1
         heads = log.heads
         if len(heads) == 1:
             parents = tuple(heads.items())
-            own_parent = chain is not None and parents[0][0][0] == me
+            own_parent = parents[0][0][0] == me
         else:
             parents = tuple(sorted(heads.items()))
             own_parent = False
         prev = None
-        if chain and not own_parent and (me, seq - 1) not in heads:
-            prev = chain[-1].hash
+        if count and not own_parent and (me, seq - 1) not in heads:
+            prev = tip_hash
         key = self._key
         event = Event(
             (me, seq),
-            chain[-1].end if chain else 0,
+            end,
             log.max_lamport + 1,
             self._txn_hlc,
             key.key_id,
@@ -392,6 +410,8 @@ class Document:
 
     @property
     def version(self) -> Version:
+        if self._log_value is None and self._tips is not None:
+            return self._tips.version()
         if self._log_value is None and self._saved is not None:
             return Version(self._saved.version())
         return self._log.version()
@@ -403,7 +423,7 @@ class Document:
     @property
     def event_count(self) -> int:
         if self._log_value is None and self._saved is not None:
-            return sum(self._saved.version().values())
+            return sum(self.version.values())
         return len(self._log)
 
     @property

@@ -82,6 +82,14 @@ class EventLog:
         chain = self.chains.get(replica)
         return chain[-1].end if chain else 0
 
+    def tip(self, replica: str) -> tuple[int, bytes | None, int]:
+        """How many events ``replica`` has, the hash of its newest, the counter after it."""
+        chain = self.chains.get(replica)
+        if not chain:
+            return 0, None, 0
+        last = chain[-1]
+        return len(chain), last.hash, last.end
+
     def events_since(self, version: Version | None) -> list[Event]:
         """Applied events not in ``version``, parents first."""
         out: list[Event] = []
@@ -312,6 +320,61 @@ class EventLog:
     def unstage(self, event_id: EventKey) -> None:
         self.staged.pop(event_id, None)
         self.trusted.discard(event_id)
+
+
+class TipLog:
+    """The newest events of a loaded document whose history is still encoded:
+    its heads, its highest lamport clock, and per replica how many events it
+    has, the hash of its newest and the counter after it. That is all a local
+    event needs, so editing a loaded document does not decode its history.
+    Local events made meanwhile wait here until the history is decoded."""
+
+    __slots__ = ("_saved", "events", "heads", "max_lamport", "tips")
+
+    def __init__(
+        self,
+        heads: dict[EventKey, bytes],
+        max_lamport: int,
+        tips: dict[str, tuple[int, bytes, int]],
+    ) -> None:
+        self.heads = heads
+        self.max_lamport = max_lamport
+        self.tips = tips  # replica -> (events, newest hash, next counter)
+        self.events: list[Event] = []
+        self._saved = (dict(heads), max_lamport, dict(tips))
+
+    def tip(self, replica: str) -> tuple[int, bytes | None, int]:
+        return self.tips.get(replica) or (0, None, 0)
+
+    def next_counter(self, replica: str) -> int:
+        return self.tip(replica)[2]
+
+    def own_vector(self, replica: str) -> Vector:
+        return _EMPTY  # vectors are worked out when the history is decoded
+
+    def vector_for(self, parents: list[EventKey], author: str) -> Vector:
+        return _EMPTY
+
+    def record(self, event: Event, vector: Vector) -> None:
+        self.events.append(event)
+        for parent, _ in event.parents:
+            self.heads.pop(parent, None)
+        self.heads[event.id] = event.hash
+        self.max_lamport = max(self.max_lamport, event.lamport)
+        self.tips[event.id[0]] = (event.id[1], event.hash, event.end)
+
+    def version(self) -> Version:
+        return Version({replica: tip[0] for replica, tip in self.tips.items()})
+
+    def describes(self, log: EventLog) -> bool:
+        """Do the saved tips match the history they were saved with?"""
+        heads, max_lamport, tips = self._saved
+        return (
+            log.heads == heads
+            and log.max_lamport == max_lamport
+            and log.chains.keys() == tips.keys()
+            and all(log.tip(replica) == tip for replica, tip in tips.items())
+        )
 
 
 def _causal_order(event: Event) -> tuple[int, str, int]:

@@ -69,6 +69,7 @@ from gether.core.history_codec import (
     sequential_text,
 )
 from gether.core.ids import ContainerId, EventKey, OpId
+from gether.core.oplog import TipLog
 from gether.core.sequence import Block, Run, Sequence
 from gether.core.state import DocState
 from gether.core.values import INT_MAX, INT_MIN, Kind
@@ -462,6 +463,11 @@ class SavedDocument:
     def _events(self) -> list[Event]:
         raise NotImplementedError
 
+    def tips(self) -> TipLog | None:
+        """What the next local event needs of the history, without decoding it
+        (None if this format does not keep it)."""
+        return None
+
     def key_of(self, replica: str) -> bytes | None:
         """The key id a replica of this history signs with, if it has events."""
         for index, key_id in self._summary[1]:
@@ -594,32 +600,15 @@ class _SavedV2(SavedDocument):
 
         return text_of
 
-    def tips(self) -> SavedTips:
-        """What the next local event needs of the history, without decoding it."""
-        _, _, _, heads, max_lamport, tips = self._summary
+    def tips(self) -> TipLog:
+        _, _, counts, heads, max_lamport, tips = self._summary
         names = self.names
-        return SavedTips(
+        count = {r: n for r, n in counts}
+        return TipLog(
             {(names[r], seq): digest for r, seq, digest in heads},
             max_lamport,
-            {names[r]: (end, digest) for r, end, digest in tips},
+            {names[r]: (count[r], digest, end) for r, end, digest in tips},
         )
-
-
-class SavedTips:
-    """The newest events of a saved history: its heads, its highest lamport
-    clock, and per replica the counter after its last event and that event's hash."""
-
-    __slots__ = ("heads", "max_lamport", "tips")
-
-    def __init__(
-        self,
-        heads: dict[EventKey, bytes],
-        max_lamport: int,
-        tips: dict[str, tuple[int, bytes]],
-    ) -> None:
-        self.heads = heads
-        self.max_lamport = max_lamport
-        self.tips = tips
 
 
 def encode_saved(saved: SavedDocument) -> bytes:
