@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
+from functools import partial
 from typing import Any, Self
 
 from gether.core import proxies
@@ -501,8 +502,10 @@ class Document:
             assert parent is not None
             if parent.hash != digest:
                 raise HashMismatchError(f"{event.id} names {parent_id} by a wrong hash")
-            max_lamport = max(max_lamport, parent.lamport)
-            max_hlc = max(max_hlc, parent.hlc)
+            if parent.lamport > max_lamport:
+                max_lamport = parent.lamport
+            if parent.hlc > max_hlc:
+                max_hlc = parent.hlc
         if event.lamport != max_lamport + 1:
             raise InvalidEventError(f"{event.id}: lamport must be {max_lamport + 1}")
         if event.hlc <= max_hlc:
@@ -519,7 +522,7 @@ class Document:
             key = None
             if event.prev_hash() != log.chains[author][-1].hash:
                 raise HashMismatchError(f"{event.id} does not follow its author's previous event")
-        ctx = OpContext(author, event.counter, lambda r, c: log.counter_in_past(vector, r, c))
+        ctx = OpContext(author, event.counter, partial(log.counter_in_past, vector))
         counter = event.counter
         state = self._state
         for op in event.ops:
@@ -536,11 +539,14 @@ class Document:
         previous event is part of it."""
         author, seq = event.id
         parents = [p for p, _ in event.parents]
+        if len(parents) == 1 and parents[0][0] == author:
+            # it saw nothing new: its vector is its previous event's
+            if parents[0][1] != seq - 1:
+                raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
+            return self._log.vector_for(parents, author)
         full = self._log.full_vector(parents)
         if full.get(author, 0) != seq - 1:
             raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
-        if len(parents) == 1 and parents[0][0] == author:
-            return self._log.vector_for(parents, author)
         full.pop(author, None)
         return full
 

@@ -300,21 +300,27 @@ class EventLog:
         return out
 
     def ready(self) -> list[Event]:
-        """Trusted staged events whose parents are all applied, parents first."""
+        """Trusted staged events whose parents are all applied, parents first.
+
+        One pass in causal order: a valid event comes after its parents in it.
+        An event whose lamport lies is found ready on the next call (and
+        rejected when checked)."""
+        chains = self.chains
+        staged = self.staged
         out: list[Event] = []
-        progress = True
         taken: set[EventKey] = set()
-        while progress:
-            progress = False
-            for event_id in sorted(self.trusted - taken, key=_id_order(self.staged)):
-                event = self.staged[event_id]
-                own = (event_id[0], event_id[1] - 1)
-                if (own[1] == 0 or self.get(own) is not None or own in taken) and all(
-                    self.get(p) is not None or p in taken for p, _ in event.parents
-                ):
-                    out.append(event)
-                    taken.add(event_id)
-                    progress = True
+        for event in sorted((staged[i] for i in self.trusted), key=_causal_order):
+            author, seq = event.id
+            chain = chains.get(author)
+            if seq - 1 != (len(chain) if chain else 0) and (author, seq - 1) not in taken:
+                continue
+            for parent, _ in event.parents:
+                chain = chains.get(parent[0])
+                if (chain is None or parent[1] > len(chain)) and parent not in taken:
+                    break
+            else:
+                out.append(event)
+                taken.add(event.id)
         return out
 
     def unstage(self, event_id: EventKey) -> None:
@@ -379,13 +385,6 @@ class TipLog:
 
 def _causal_order(event: Event) -> tuple[int, str, int]:
     return event.lamport, event.id[0], event.id[1]
-
-
-def _id_order(staged: dict[EventKey, Event]):  # type: ignore[no-untyped-def]
-    def key(event_id: EventKey) -> tuple[int, str, int]:
-        return _causal_order(staged[event_id])
-
-    return key
 
 
 def check_first_key(log: EventLog, event: Event) -> Ed25519PublicKey:
