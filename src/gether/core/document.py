@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
+from functools import partial
 from typing import Any, Protocol, Self
 
 from gether.core import proxies
@@ -17,7 +18,7 @@ from gether.core.event import Event
 from gether.core.hlc import Clock, HybridClock
 from gether.core.ids import ROOT, ContainerId, EventId, EventKey, OpId, Version, check_replica_id
 from gether.core.keys import SigningKey
-from gether.core.oplog import EventLog, Vector, check_first_key
+from gether.core.oplog import EventLog, TipLog, Vector, check_first_key
 from gether.core.ops import (
     COUNTER_ADD,
     LIST_INSERT,
@@ -33,6 +34,7 @@ from gether.core.snapshot import SavedDocument, decode_document, encode_document
 from gether.core.state import DocState, OpContext
 from gether.core.values import Kind, NamedRef, check_int, check_key, check_text
 from gether.errors import (
+    DecodeError,
     GetherError,
     HashMismatchError,
     InvalidEventError,
@@ -77,6 +79,7 @@ class Document:
         self._log_value: EventLog | None = EventLog(self._replica)
         self._log_value.bind_key(self._replica, key.key_id, None)
         self._saved: SavedDocument | None = None
+        self._tips: TipLog | None = None
         self._read_only = False
         self._journal: Journal | None = None
         self._listeners: list[EventListener] = []
@@ -100,8 +103,22 @@ class Document:
         self._log_value = log = EventLog(self._replica)
         log.bind_key(self._replica, self._key.key_id, None)
         self._replay(saved.events(), state=False)
+        tips = self._tips
+        if tips is not None:
+            if not tips.describes(log):
+                self._log_value = None
+                raise DecodeError("saved summary does not match the saved history")
+            self._replay(tips.events, state=False)
         self._saved = None
+        self._tips = None
         return log
+
+    def _local_log(self) -> EventLog | TipLog:
+        """Where a local event goes: the log, or the tips of a loaded history
+        that is still encoded."""
+        if self._log_value is None and self._tips is not None:
+            return self._tips
+        return self._log
 
     # -- saving and loading -------------------------------------------------------
 
@@ -109,14 +126,15 @@ class Document:
         """The whole document (state, history and waiting events) as bytes."""
         self._commit_if_open()
         log = self._log_value
-        staged = [e.to_bytes() for e in log.staged.values()] if log is not None else []
-        if self._log_value is None:
+        if log is None and (self._tips is None or not self._tips.events):
             assert self._saved is not None
             return encode_saved(self._saved)
-        chain = self._log_value.chains.get(self._replica)
+        log = self._log
+        staged = [e.to_bytes() for e in log.staged.values()]
+        chain = log.chains.get(self._replica)
         if chain and chain[-1].signature is None:
             chain[-1].signature = self._key.sign(chain[-1].hash)
-        return encode_document(self._state, self._log_value.chains, staged, self._clock.last)
+        return encode_document(self._state, log.chains, log.heads, staged, self._clock.last)
 
     @classmethod
     def load(
@@ -138,6 +156,7 @@ class Document:
         doc._state = saved.state
         doc._log_value = None
         doc._saved = saved
+        doc._tips = saved.tips()
         doc._clock.observe(saved.max_hlc())
         if saved.staged:
             # they were waiting before the save and may wait again
@@ -186,7 +205,7 @@ class Document:
         if self._ops is None:
             self._check_writable()
             self._ops = []
-            self._counter = self._log.next_counter(self._replica)
+            self._counter = self._local_log().next_counter(self._replica)
             self._txn_hlc = self._clock.tick()
         return self._counter, self._txn_hlc
 
@@ -203,24 +222,24 @@ class Document:
         self._ops = None
         if not ops:
             return
-        log = self._log
+        log = self._local_log()
         me = self._replica
-        chain = log.chains.get(me)
-        seq = len(chain) + 1 if chain else 1
+        count, tip_hash, end = log.tip(me)
+        seq = count + 1
         heads = log.heads
         if len(heads) == 1:
             parents = tuple(heads.items())
-            own_parent = chain is not None and parents[0][0][0] == me
+            own_parent = parents[0][0][0] == me
         else:
             parents = tuple(sorted(heads.items()))
             own_parent = False
         prev = None
-        if chain and not own_parent and (me, seq - 1) not in heads:
-            prev = chain[-1].hash
+        if count and not own_parent and (me, seq - 1) not in heads:
+            prev = tip_hash
         key = self._key
         event = Event(
             (me, seq),
-            chain[-1].end if chain else 0,
+            end,
             log.max_lamport + 1,
             self._txn_hlc,
             key.key_id,
@@ -426,6 +445,8 @@ class Document:
 
     @property
     def version(self) -> Version:
+        if self._log_value is None and self._tips is not None:
+            return self._tips.version()
         if self._log_value is None and self._saved is not None:
             return Version(self._saved.version())
         return self._log.version()
@@ -437,7 +458,7 @@ class Document:
     @property
     def event_count(self) -> int:
         if self._log_value is None and self._saved is not None:
-            return sum(self._saved.version().values())
+            return sum(self.version.values())
         return len(self._log)
 
     @property
@@ -520,8 +541,10 @@ class Document:
             assert parent is not None
             if parent.hash != digest:
                 raise HashMismatchError(f"{event.id} names {parent_id} by a wrong hash")
-            max_lamport = max(max_lamport, parent.lamport)
-            max_hlc = max(max_hlc, parent.hlc)
+            if parent.lamport > max_lamport:
+                max_lamport = parent.lamport
+            if parent.hlc > max_hlc:
+                max_hlc = parent.hlc
         if event.lamport != max_lamport + 1:
             raise InvalidEventError(f"{event.id}: lamport must be {max_lamport + 1}")
         if event.hlc <= max_hlc:
@@ -538,7 +561,7 @@ class Document:
             key = None
             if event.prev_hash() != log.chains[author][-1].hash:
                 raise HashMismatchError(f"{event.id} does not follow its author's previous event")
-        ctx = OpContext(author, event.counter, lambda r, c: log.counter_in_past(vector, r, c))
+        ctx = OpContext(author, event.counter, partial(log.counter_in_past, vector))
         counter = event.counter
         state = self._state
         for op in event.ops:
@@ -555,11 +578,14 @@ class Document:
         previous event is part of it."""
         author, seq = event.id
         parents = [p for p, _ in event.parents]
+        if len(parents) == 1 and parents[0][0] == author:
+            # it saw nothing new: its vector is its previous event's
+            if parents[0][1] != seq - 1:
+                raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
+            return self._log.vector_for(parents, author)
         full = self._log.full_vector(parents)
         if full.get(author, 0) != seq - 1:
             raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
-        if len(parents) == 1 and parents[0][0] == author:
-            return self._log.vector_for(parents, author)
         full.pop(author, None)
         return full
 

@@ -10,6 +10,7 @@ and all inserted text as one string, which compresses well.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from gether.core.event import Event
@@ -212,7 +213,27 @@ def encode_history(rep: Replicas, chains: dict[str, list[Event]]) -> tuple[Any, 
     return (headers, table, columns), "".join(writer.text), TextIndex(writer.text_starts)
 
 
-def decode_history(names: list[str], history: Any, text: str) -> list[Event]:
+TextSource = Callable[[str, int, int], str]
+"""``(author, counter, length) -> str``: the text a text insert of the history
+carries, asked for in history order."""
+
+
+def sequential_text(text: str) -> TextSource:
+    """The text of each insert, from one string of all of them in history order."""
+    position = 0
+
+    def take(_author: str, _counter: int, length: int) -> str:
+        nonlocal position
+        start = position
+        position += length
+        if position > len(text):
+            raise IndexError("history text is too short")
+        return text[start:position]
+
+    return take
+
+
+def decode_history(names: list[str], history: Any, text: TextSource) -> list[Event]:
     """Rebuild every event, hashes included, parents before children."""
     headers, table, columns = history
     containers = [dec_container(names, c) for c in table]
@@ -249,13 +270,16 @@ class _Reader:
     """Walks the columns back into events, one iterator per column."""
 
     def __init__(
-        self, names: list[str], containers: list[ContainerId], cols: dict[str, Any], text: str
+        self,
+        names: list[str],
+        containers: list[ContainerId],
+        cols: dict[str, Any],
+        text: TextSource,
     ) -> None:
         self.names = names
         self.containers = containers
         self.next = {name: iter(cols[name]).__next__ for name in _COLUMNS}
         self.text = text
-        self.text_pos = 0
         self.last_right: OpId | None = None
         self.last_span = 0
 
@@ -329,9 +353,7 @@ class _Reader:
             else:
                 right = None
             self.last_right = right
-            content = self.text[self.text_pos : self.text_pos + length]
-            self.text_pos += length
-            return (kind, container, left, right, content)
+            return (kind, container, left, right, self.text(author, counter, length))
         if kind == SEQ_DELETE:
             spans = []
             for _ in range(nxt["nspans"]()):

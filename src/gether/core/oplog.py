@@ -82,6 +82,14 @@ class EventLog:
         chain = self.chains.get(replica)
         return chain[-1].end if chain else 0
 
+    def tip(self, replica: str) -> tuple[int, bytes | None, int]:
+        """How many events ``replica`` has, the hash of its newest, the counter after it."""
+        chain = self.chains.get(replica)
+        if not chain:
+            return 0, None, 0
+        last = chain[-1]
+        return len(chain), last.hash, last.end
+
     def events_since(self, version: Version | None) -> list[Event]:
         """Applied events not in ``version``, parents first."""
         out: list[Event] = []
@@ -292,21 +300,27 @@ class EventLog:
         return out
 
     def ready(self) -> list[Event]:
-        """Trusted staged events whose parents are all applied, parents first."""
+        """Trusted staged events whose parents are all applied, parents first.
+
+        One pass in causal order: a valid event comes after its parents in it.
+        An event whose lamport lies is found ready on the next call (and
+        rejected when checked)."""
+        chains = self.chains
+        staged = self.staged
         out: list[Event] = []
-        progress = True
         taken: set[EventKey] = set()
-        while progress:
-            progress = False
-            for event_id in sorted(self.trusted - taken, key=_id_order(self.staged)):
-                event = self.staged[event_id]
-                own = (event_id[0], event_id[1] - 1)
-                if (own[1] == 0 or self.get(own) is not None or own in taken) and all(
-                    self.get(p) is not None or p in taken for p, _ in event.parents
-                ):
-                    out.append(event)
-                    taken.add(event_id)
-                    progress = True
+        for event in sorted((staged[i] for i in self.trusted), key=_causal_order):
+            author, seq = event.id
+            chain = chains.get(author)
+            if seq - 1 != (len(chain) if chain else 0) and (author, seq - 1) not in taken:
+                continue
+            for parent, _ in event.parents:
+                chain = chains.get(parent[0])
+                if (chain is None or parent[1] > len(chain)) and parent not in taken:
+                    break
+            else:
+                out.append(event)
+                taken.add(event.id)
         return out
 
     def unstage(self, event_id: EventKey) -> None:
@@ -314,15 +328,63 @@ class EventLog:
         self.trusted.discard(event_id)
 
 
+class TipLog:
+    """The newest events of a loaded document whose history is still encoded:
+    its heads, its highest lamport clock, and per replica how many events it
+    has, the hash of its newest and the counter after it. That is all a local
+    event needs, so editing a loaded document does not decode its history.
+    Local events made meanwhile wait here until the history is decoded."""
+
+    __slots__ = ("_saved", "events", "heads", "max_lamport", "tips")
+
+    def __init__(
+        self,
+        heads: dict[EventKey, bytes],
+        max_lamport: int,
+        tips: dict[str, tuple[int, bytes, int]],
+    ) -> None:
+        self.heads = heads
+        self.max_lamport = max_lamport
+        self.tips = tips  # replica -> (events, newest hash, next counter)
+        self.events: list[Event] = []
+        self._saved = (dict(heads), max_lamport, dict(tips))
+
+    def tip(self, replica: str) -> tuple[int, bytes | None, int]:
+        return self.tips.get(replica) or (0, None, 0)
+
+    def next_counter(self, replica: str) -> int:
+        return self.tip(replica)[2]
+
+    def own_vector(self, replica: str) -> Vector:
+        return _EMPTY  # vectors are worked out when the history is decoded
+
+    def vector_for(self, parents: list[EventKey], author: str) -> Vector:
+        return _EMPTY
+
+    def record(self, event: Event, vector: Vector) -> None:
+        self.events.append(event)
+        for parent, _ in event.parents:
+            self.heads.pop(parent, None)
+        self.heads[event.id] = event.hash
+        self.max_lamport = max(self.max_lamport, event.lamport)
+        self.tips[event.id[0]] = (event.id[1], event.hash, event.end)
+
+    def version(self) -> Version:
+        return Version({replica: tip[0] for replica, tip in self.tips.items()})
+
+    def describes(self, log: EventLog) -> bool:
+        """Do the saved tips match the history they were saved with?"""
+        heads, max_lamport, tips = self._saved
+        return (
+            log.heads == heads
+            and log.max_lamport == max_lamport
+            and log.chains.keys() == tips.keys()
+            and all(log.tip(replica) == tip for replica, tip in tips.items())
+        )
+
+
 def _causal_order(event: Event) -> tuple[int, str, int]:
     return event.lamport, event.id[0], event.id[1]
-
-
-def _id_order(staged: dict[EventKey, Event]):  # type: ignore[no-untyped-def]
-    def key(event_id: EventKey) -> tuple[int, str, int]:
-        return _causal_order(staged[event_id])
-
-    return key
 
 
 def check_first_key(log: EventLog, event: Event) -> Ed25519PublicKey:

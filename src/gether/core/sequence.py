@@ -421,23 +421,44 @@ class Sequence:
         deleted: bool = False,
     ) -> Run:
         """Place elements received from another replica (or replayed)."""
+        left_run: Run | None = None
         if left is not None:
-            run, offset = self.find(left) or _missing(left)
-            if offset + 1 < run.length:
-                self._split(run, offset + 1)
+            left_run, offset = self.find(left) or _missing(left)
+            if offset + 1 < left_run.length:
+                self._split(left_run, offset + 1)
         if right is not None:
             run, offset = self.find(right) or _missing(right)
             if offset:
                 self._split(run, offset)
         self._cursor = (0, 0)
         blocks = self.blocks
-        key_left = self._key(left, True)
-        key_right = self._key(right, False)
         # Where scanning starts: the run right after `left`.
-        if left is None:
+        if left_run is None:
             bi, ri = 0, 0
         else:
-            bi, ri = key_left[0], key_left[1] + 1
+            block = left_run.block
+            bi, ri = blocks.index(block), block.runs.index(left_run) + 1
+        # Nothing concurrent between the origins (the usual case): the run
+        # after `left` is `right`, or the end, and the new run goes there.
+        next_bi, next_ri = bi, ri
+        while next_ri >= len(blocks[next_bi].runs) and next_bi + 1 < len(blocks):
+            next_bi, next_ri = next_bi + 1, 0
+        runs = blocks[next_bi].runs
+        following = runs[next_ri] if next_ri < len(runs) else None
+        if following is None:
+            adjacent = right is None
+        else:
+            adjacent = (
+                right is not None
+                and following.replica == right[0]
+                and following.counter == right[1]
+            )
+        if adjacent:
+            return self._insert_at(
+                next_bi, next_ri, replica, counter, length, content, left, right, deleted
+            )
+        key_left = self._key(left, True)
+        key_right = self._key(right, False)
         dest_bi, dest_ri = bi, ri
         scanning = False
         while True:
@@ -469,7 +490,24 @@ class Sequence:
             ri += 1
         if not scanning:
             dest_bi, dest_ri = bi, ri
-        block = blocks[dest_bi]
+        return self._insert_at(
+            dest_bi, dest_ri, replica, counter, length, content, left, right, deleted
+        )
+
+    def _insert_at(
+        self,
+        dest_bi: int,
+        dest_ri: int,
+        replica: str,
+        counter: int,
+        length: int,
+        content: Any,
+        left: OpId | None,
+        right: OpId | None,
+        deleted: bool,
+    ) -> Run:
+        """Put integrated elements at their place: extend the run before, or a new run."""
+        block = self.blocks[dest_bi]
         prev = self._run_before(dest_bi, dest_ri)
         if (
             prev is not None

@@ -121,10 +121,12 @@ def _bad(message: str) -> InvalidEventError:
 class DocState:
     """All containers of one document; the root is a map."""
 
-    __slots__ = ("containers",)
+    __slots__ = ("_named_kinds", "containers")
 
     def __init__(self) -> None:
         self.containers: dict[ContainerId, Container] = {ROOT: MapState(ROOT)}
+        # named container ids already checked: their kind is in the id
+        self._named_kinds: dict[ContainerId, Kind] = {}
 
     # -- containers ----------------------------------------------------------
 
@@ -268,8 +270,19 @@ class DocState:
         if type(op) is not tuple or not op or _OP_SIZES.get(op[0]) != len(op):
             raise _bad("malformed op")
         kind = op[0]
-        container_id = _check_id(op[1])
-        container_kind = self._container_kind(container_id, ctx)
+        container_id = op[1]
+        container_kind = self._named_kinds.get(container_id)
+        if container_kind is None:
+            container_kind = self._container_kind(_check_id(container_id), ctx)
+        if kind == TEXT_INSERT and container_kind is Kind.TEXT:
+            # the bulk of any text history: checked here without the general path
+            text = op[4]
+            if not (type(text) is str and text and text.isascii()) and not check_text(text):
+                raise _bad("empty insert")
+            self._check_origin(container_id, op[2], ctx)
+            self._check_origin(container_id, op[3], ctx)
+            ctx.made(container_id, counter, counter + len(text))
+            return
         expected = _OP_CONTAINER_KIND.get(kind)
         if kind == SEQ_DELETE:
             if container_kind not in (Kind.TEXT, Kind.LIST):
@@ -326,9 +339,10 @@ class DocState:
         if name.startswith("/"):
             check_text(name)
             try:
-                return Kind(number)
+                kind = self._named_kinds[container_id] = Kind(number)
             except ValueError:
                 raise _bad("unknown container kind") from None
+            return kind
         if container_id == ROOT:
             return Kind.MAP
         if container_id in ctx.new_containers:
@@ -349,8 +363,26 @@ class DocState:
 
     def _check_origins(self, container_id: ContainerId, op: Op, ctx: OpContext) -> None:
         for origin in (op[2], op[3]) if op[0] != LIST_MOVE else (op[3], op[4]):
-            if origin is not None:
-                self._check_elements(container_id, *_check_id(origin), 1, ctx, slots=True)
+            self._check_origin(container_id, origin, ctx)
+
+    def _check_origin(self, container_id: ContainerId, origin: Any, ctx: OpContext) -> None:
+        """``_check_elements`` of one sequence slot, for the common case."""
+        if origin is None:
+            return
+        replica, counter = _check_id(origin)
+        if replica == ctx.author:
+            if counter >= ctx.counter:
+                if not ctx.made_here(container_id, counter, counter + 1):
+                    raise _bad("reference to an element this event has not made")
+                return
+        elif not ctx.in_past(replica, counter):
+            raise _bad("reference to an element outside the event's causal past")
+        container = self.containers.get(container_id)
+        if type(container) is TextState or type(container) is ListState:
+            if container.seq.find(origin) is None:
+                raise _bad("reference to an unknown element")
+        else:
+            raise _bad("reference to an element of an unknown container")
 
     def _check_elements(
         self,
@@ -359,10 +391,9 @@ class DocState:
         start: int,
         length: int,
         ctx: OpContext,
-        slots: bool = False,
     ) -> None:
-        """Every id of the span names an element (or, with ``slots``, a sequence
-        slot) of the container, made before this op in the event's causal past."""
+        """Every id of the span names an element of the container, made before
+        this op in the event's causal past."""
         end = start + length
         if replica == ctx.author and end > ctx.counter:
             first = max(start, ctx.counter)
@@ -374,7 +405,7 @@ class DocState:
         elif not ctx.before(replica, end - 1):
             raise _bad("reference to an element outside the event's causal past")
         container = self.containers.get(container_id)
-        if isinstance(container, TextState) or (slots and isinstance(container, ListState)):
+        if isinstance(container, TextState):
             if not container.seq.contains_span(replica, start, end - start):
                 raise _bad("reference to an unknown element")
         elif isinstance(container, ListState):
