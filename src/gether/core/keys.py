@@ -82,25 +82,11 @@ def check_public_key(public_key: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(public_key)
 
 
-# Signatures already verified, as (public key, signature, message): a memo of
-# a pure function, so it can only skip checking bytes that were checked
-# before. It pays where one process holds several replicas of a document
-# (tests, simulations, a relay), which each check the same batch tips.
-_verified: dict[tuple[bytes, bytes, bytes], None] = {}
-_VERIFIED_MAX = 1 << 14
-
-
 def verify(public_key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
-    seen = (public_key.public_bytes_raw(), signature, message)
-    if seen in _verified:
-        return True
     try:
         public_key.verify(signature, message)
     except InvalidSignature:
         return False
-    if len(_verified) >= _VERIFIED_MAX:
-        del _verified[next(iter(_verified))]  # the oldest
-    _verified[seen] = None
     return True
 
 
