@@ -21,7 +21,7 @@ ALLOWED = {
     "server": {"errors", "core", "document", "runtime", "store", "sync"},
     "client": {"errors", "core", "document", "runtime", "store", "sync"},
     "cli": {"errors", "core", "document", "runtime", "store", "sync", "server", "client"},
-    "testing": {"errors", "core", "document", "runtime", "store", "sync"},
+    "testing": {"errors", "core", "document", "runtime", "store", "sync", "server"},
     "__main__": {"cli"},
 }
 

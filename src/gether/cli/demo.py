@@ -1,90 +1,156 @@
-"""``gether demo``: three replicas edit one document concurrently, one of them
-offline, then exchange events and end identical."""
+"""``gether demo``: a real server on SQLite and three replicas in their own
+processes, each with its own SQLite store. Alice and Bob edit a todo list, a
+text and a counter online at the same time; Carol edits offline, then
+reconnects; everyone ends identical, and so does the server's log."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass, field
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 import gether
+from gether.server.process import ServerProcess
+from gether.store import open_blocking_store
+from gether.sync import Traffic
+
+DOC = "party"
 
 
-@dataclass
-class Traffic:
-    """What one replica sent and received."""
-
-    events_out: int = 0
-    bytes_out: int = 0
-    events_in: int = 0
-    bytes_in: int = 0
-    peers: set[str] = field(default_factory=set)
+# -- one replica (runs in its own process: ``gether demo-replica``) ---------------------
 
 
-def exchange(a: gether.Document, b: gether.Document, traffic: dict[str, Traffic]) -> None:
-    """One round of anti-entropy: each side sends exactly what the other lacks."""
-    for src, dst in ((a, b), (b, a)):
-        frames = [event.to_bytes() for event in src.events_since(dst.version)]
-        size = sum(len(frame) for frame in frames)
-        dst.apply_events(frames)
-        out, into = traffic[src.replica_id], traffic[dst.replica_id]
-        out.events_out += len(frames)
-        out.bytes_out += size
-        into.events_in += len(frames)
-        into.bytes_in += size
+def _edit(doc: gether.Document, name: str, round_: int) -> None:
+    with doc.transaction():  # one event for a few edits
+        doc.list("todos").append({"text": f"{name}'s item {round_}", "done": False})
+        notes = doc.text("notes")
+        notes.insert(len(notes), f" [{name[0].upper()}{round_}]")
+        doc.counter("likes").increment()
+    todos = doc.list("todos")
+    if len(todos) > 1:
+        todos[round_ % len(todos)]["done"] = True
+
+
+async def replica(server: str, store: str, name: str, role: str, rounds: int) -> dict[str, Any]:
+    doc = gether.Document.open(store, DOC)
+    traffic = Traffic()
+    try:
+        if role == "offline":
+            for i in range(rounds):
+                _edit(doc, name, i)
+        else:
+            async with gether.connect(server, DOC, doc=doc, backoff=(0.05, 0.5)) as session:
+                if role == "seed":
+                    doc.list("todos").append({"text": "buy milk", "done": False})
+                    doc.text("notes").insert(0, "Shopping for the party.")
+                    doc.counter("likes").increment()
+                elif role == "online":
+                    await session.sync()
+                    for i in range(rounds):
+                        _edit(doc, name, i)
+                        await asyncio.sleep(0.01)
+                await session.sync()
+                traffic = session.traffic
+        return {
+            "name": name,
+            "state": doc.to_json(),
+            "version": str(doc.version),
+            "events": doc.event_count,
+            "traffic": [traffic.events_sent, traffic.bytes_sent,
+                        traffic.events_received, traffic.bytes_received],
+        }  # fmt: skip
+    finally:
+        doc.close()
+
+
+def run_replica(server: str, store: str, name: str, role: str, rounds: int) -> None:
+    print(json.dumps(asyncio.run(replica(server, store, name, role, rounds))))
+
+
+# -- the show -------------------------------------------------------------------------
+
+
+def _start(
+    server: ServerProcess, folder: Path, name: str, role: str, rounds: int
+) -> subprocess.Popen[str]:
+    src = str(Path(gether.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    url = server.ws_url if name != "bob" else server.tcp_url  # bob speaks raw TCP
+    return subprocess.Popen(
+        [sys.executable, "-m", "gether", "demo-replica", url, f"sqlite:///{folder}/{name}.db",
+         name, role, str(rounds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"a replica process failed with status {proc.returncode}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def run_demo(console: Console, rounds: int = 5) -> dict[str, Any]:
-    alice = gether.Document(replica_id="alice")
-    bob = gether.Document(replica_id="bob")
-    carol = gether.Document(replica_id="carol")
-    replicas = (alice, bob, carol)
-    traffic = {doc.replica_id: Traffic() for doc in replicas}
+    with tempfile.TemporaryDirectory(prefix="gether-demo-") as tmp:
+        folder = Path(tmp)
+        server_store = f"sqlite:///{folder}/server.db"
+        with ServerProcess(server_store) as server:
+            console.print(f"server: [bold]gether serve[/] on {server.ws_url} and {server.tcp_url}"
+                          f" ({folder}/server.db)")  # fmt: skip
+            traffic: dict[str, list[int]] = {n: [0, 0, 0, 0] for n in ("alice", "bob", "carol")}
 
-    todos = alice.list("todos")
-    todos.append({"text": "buy milk", "done": False})
-    alice.text("notes").insert(0, "Shopping for the party.")
-    alice.counter("likes").increment()
-    exchange(alice, bob, traffic)
-    exchange(alice, carol, traffic)
-    console.print("[bold]alice[/] created the document; bob and carol synced it.")
-    console.print("[bold]carol[/] goes offline and keeps editing.\n")
+            def tally(result: dict[str, Any]) -> dict[str, Any]:
+                totals = traffic[result["name"]]
+                for i, value in enumerate(result["traffic"]):
+                    totals[i] += value
+                return result
 
-    for i in range(rounds):
-        alice.list("todos").append({"text": f"alice's item {i}", "done": False})
-        alice.text("notes").insert(len(alice.text("notes")), f" A{i}")
-        bob.list("todos")[0]["done"] = i % 2 == 0
-        bob.text("notes").insert(0, f"B{i} ")
-        bob.counter("likes").increment()
-        with carol.transaction():  # one event for three edits
-            carol.list("todos").insert(0, {"text": f"carol's item {i}", "done": False})
-            carol.text("notes").insert(len(carol.text("notes")), f" [C{i}]")
-            carol.counter("likes").increment(2)
-        exchange(alice, bob, traffic)  # alice and bob are online
+            tally(_finish(_start(server, folder, "alice", "seed", rounds)))
+            console.print("[bold]alice[/] created the document (todos, notes, likes).")
+            tally(_finish(_start(server, folder, "carol", "sync", rounds)))
+            console.print("[bold]carol[/] synced it, then went [italic]offline[/].")
+            console.print(
+                f"alice and bob edit online at the same time; carol edits offline "
+                f"({rounds} rounds each, each replica in its own process)..."
+            )
+            roles = (("alice", "online"), ("bob", "online"), ("carol", "offline"))
+            running = [_start(server, folder, name, role, rounds) for name, role in roles]
+            for proc in running:
+                tally(_finish(proc))
+            console.print("[bold]carol[/] reconnects: only what each side lacks crosses.")
+            results = {n: tally(_finish(_start(server, folder, n, "sync", rounds)))
+                       for n in ("carol", "alice", "bob")}  # fmt: skip
+        store = open_blocking_store(server_store)
+        try:
+            stored_version = str(store.version(DOC))
+            stored_events = store.count(DOC)
+        finally:
+            store.close()
 
-    console.print("[bold]carol[/] reconnects.\n")
-    exchange(carol, alice, traffic)
-    exchange(alice, bob, traffic)
-
-    states = [doc.to_json() for doc in replicas]
-    same = all(state == states[0] for state in states) and len({d.version for d in replicas}) == 1
+    states = [r["state"] for r in results.values()]
+    versions = {r["version"] for r in results.values()} | {stored_version}
+    same = all(state == states[0] for state in states) and len(versions) == 1
     console.print_json(json.dumps(states[0]))
-    table = Table(title="What each replica exchanged")
+    table = Table(title="What each replica exchanged with the server")
     for column in ("replica", "events sent", "bytes sent", "events received", "bytes received"):
         table.add_column(column, justify="right" if column != "replica" else "left")
-    for doc in replicas:
-        t = traffic[doc.replica_id]
-        table.add_row(
-            doc.replica_id,
-            str(t.events_out),
-            f"{t.bytes_out:,}",
-            str(t.events_in),
-            f"{t.bytes_in:,}",
-        )
+    for name, (events_out, bytes_out, events_in, bytes_in) in traffic.items():
+        table.add_row(name, str(events_out), f"{bytes_out:,}", str(events_in), f"{bytes_in:,}")
     console.print(table)
     verdict = "[green]identical[/]" if same else "[red]DIFFERENT[/]"
-    console.print(f"All three replicas are {verdict}: {alice.event_count} events, same version.")
-    return {"identical": same, "state": states[0], "events": alice.event_count}
+    console.print(
+        f"All three replicas and the server's log are {verdict}: "
+        f"{stored_events} events, version {stored_version}."
+    )
+    return {"identical": same, "state": states[0], "events": stored_events}

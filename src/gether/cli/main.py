@@ -22,10 +22,24 @@ def main() -> None:
 @main.command()
 @click.option("--rounds", default=5, show_default=True, help="Rounds of concurrent edits.")
 def demo(rounds: int) -> None:
-    """Three replicas edit a todo list, a text and a counter, one offline, then converge."""
+    """A server and three replica processes edit a todo list, a text and a counter,
+    one of them offline, then converge."""
     result = run_demo(Console(), rounds=rounds)
     if not result["identical"]:
         sys.exit(1)
+
+
+@main.command("demo-replica", hidden=True)
+@click.argument("server")
+@click.argument("store")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["seed", "online", "offline", "sync"]))
+@click.argument("rounds", type=int)
+def demo_replica(server: str, store: str, name: str, role: str, rounds: int) -> None:
+    """One replica of ``gether demo`` (run in its own process)."""
+    from gether.cli.demo import run_replica
+
+    run_replica(server, store, name, role, rounds)
 
 
 def _guarded(action: Callable[[], None]) -> None:

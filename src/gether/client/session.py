@@ -26,7 +26,7 @@ from gether.errors import (
     RejectedEventsError,
     UsageError,
 )
-from gether.sync.connection import Limits, Role, SyncConnection
+from gether.sync.connection import Limits, Role, SyncConnection, Traffic
 from gether.sync.messages import Error
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class ClientSession:
         self.errors: list[Error] = []
         """Refusals the server sent for our events (and the reasons it closed)."""
         self.connections = 0
+        self._past_traffic = Traffic()
         self._host = _OneDocument(doc_id, doc)
         self._conn: SyncConnection | None = None
         self._channel: Channel | None = None
@@ -101,6 +102,12 @@ class ClientSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
         await self._drop()
+
+    @property
+    def traffic(self) -> Traffic:
+        """Events and bytes sent and received, over every connection so far."""
+        current = self._conn.traffic if self._conn is not None else Traffic()
+        return self._past_traffic + current
 
     @property
     def connected(self) -> bool:
@@ -154,6 +161,9 @@ class ClientSession:
     # -- connections -------------------------------------------------------------------
 
     async def _connect(self) -> None:
+        if self._conn is not None:
+            self._past_traffic = self._past_traffic + self._conn.traffic
+            self._conn = None
         channel = await dial(self.url, self.limits.max_frame_bytes, self.connect_timeout)
         conn = SyncConnection(
             self._host,

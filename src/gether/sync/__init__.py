@@ -2,7 +2,14 @@
 connection. Bytes and time go in, bytes and typed events come out; servers,
 clients and peers only move the bytes (see docs/protocol.md)."""
 
-from gether.sync.connection import Limits, ReceivedEvents, Role, SyncConnection, SyncHost
+from gether.sync.connection import (
+    Limits,
+    ReceivedEvents,
+    Role,
+    SyncConnection,
+    SyncHost,
+    Traffic,
+)
 from gether.sync.messages import (
     PROTOCOL_VERSION,
     Ack,
@@ -32,4 +39,5 @@ __all__ = [
     "Subscribe",
     "SyncConnection",
     "SyncHost",
+    "Traffic",
 ]

@@ -70,6 +70,24 @@ class Limits:
     ping_interval: float = 20.0
 
 
+@dataclass(slots=True)
+class Traffic:
+    """What crossed one connection (or, summed, several)."""
+
+    events_sent: int = 0
+    events_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            self.events_sent + other.events_sent,
+            self.events_received + other.events_received,
+            self.bytes_sent + other.bytes_sent,
+            self.bytes_received + other.bytes_received,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedEvents:
     """A batch to apply and store; then ``acknowledge`` or ``reject`` it."""
@@ -134,6 +152,7 @@ class SyncConnection:
         self._pongs: set[int] = set()
         self._next_nonce = 1
         self._opened = self._last_in = self._last_out = now
+        self.traffic = Traffic()
         if role is Role.CLIENT:
             self._send(Hello(local_id, credentials))
 
@@ -143,6 +162,7 @@ class SyncConnection:
         if self.closed:
             return
         self._last_in = now
+        self.traffic.bytes_received += len(data)
         try:
             for payload in self._reader.feed(data):
                 self._handle(
@@ -167,6 +187,7 @@ class SyncConnection:
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
+        self.traffic.bytes_sent += len(out)
         return out
 
     def events_received(self) -> list[ReceivedEvents]:
@@ -327,6 +348,7 @@ class SyncConnection:
         number = doc.next_batch
         doc.next_batch += 1
         doc.outstanding.add(number)
+        self.traffic.events_sent += len(batch)
         self._send(Events(doc_id, number, tuple((e.body, e.signature) for e in batch)))
         doc.peer_has = _with_ids(doc.peer_has, batch)
 
@@ -363,6 +385,7 @@ class SyncConnection:
                     raise LimitExceededError(f"more than {pending} batches unacknowledged")
                 events = tuple(decode_body(body, signature) for body, signature in raw)
                 doc.unacknowledged.add(batch)
+                self.traffic.events_received += len(events)
                 doc.peer_has = _with_ids(doc.peer_has, events)
                 doc.peer_told = _with_ids(doc.peer_told, events)
                 # the peer stores what it sends before sending it
