@@ -20,7 +20,8 @@ ALLOWED = {
     "runtime": {"core"},
     "server": {"errors", "core", "document", "runtime", "store", "sync"},
     "client": {"errors", "core", "document", "runtime", "store", "sync"},
-    "cli": {"errors", "core", "document", "runtime", "store", "sync", "server", "client"},
+    "peer": {"errors", "core", "document", "runtime", "store", "sync", "server", "client"},
+    "cli": {"errors", "core", "document", "runtime", "store", "sync", "server", "client", "peer"},
     "testing": {"errors", "core", "document", "runtime", "store", "sync", "server"},
     "__main__": {"cli"},
 }

@@ -59,6 +59,15 @@ def connect(
     return _connect(url, doc_id, doc, token, **options)
 
 
+def __getattr__(name: str) -> object:
+    """``gether.Peer`` is imported on first use (it pulls in asyncio and the server)."""
+    if name == "Peer":
+        from gether.peer import Peer
+
+        return Peer
+    raise AttributeError(f"module 'gether' has no attribute {name!r}")
+
+
 __all__ = [
     "MISSING",
     "ChangeSet",
@@ -85,6 +94,7 @@ __all__ = [
     "Move",
     "OutOfRangeError",
     "PathChange",
+    "Peer",
     "ProtocolViolationError",
     "ReadOnlyError",
     "RejectedEventsError",

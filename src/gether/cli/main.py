@@ -106,5 +106,30 @@ def serve(
     _guarded(lambda: run_server(store_url, host, port, tcp_port, snapshot_every))
 
 
+@main.command()
+@click.option(
+    "--store",
+    "store_url",
+    default="sqlite:///peer.db",
+    show_default=True,
+    help="This peer's own store.",
+)
+@click.option("--id", "peer_id", default="peer", show_default=True, help="A name for logs.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, help="WebSocket port.")
+@click.option("--tcp-port", default=8766, show_default=True, help="TCP port.")
+@click.option("--link", "links", multiple=True, help="Another peer to dial (ws:// or tcp://).")
+@click.option("--doc", "docs", multiple=True, help="A document to hold and sync.")
+@click.option("--anti-entropy", default=5.0, show_default=True, help="Seconds between pings.")
+def peer(
+    store_url: str, peer_id: str, host: str, port: int, tcp_port: int,
+    links: tuple[str, ...], docs: tuple[str, ...], anti_entropy: float,
+) -> None:  # fmt: skip
+    """Run a peer: listen, dial other peers, sync every document with all of them."""
+    from gether.cli.serving import run_peer
+
+    _guarded(lambda: run_peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy))
+
+
 if __name__ == "__main__":
     main()

@@ -37,3 +37,43 @@ def run_server(
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     asyncio.run(_serve(store_url, host, port, tcp_port, snapshot_every))
+
+
+async def _peer(
+    store_url: str,
+    peer_id: str,
+    host: str,
+    port: int,
+    tcp_port: int,
+    links: tuple[str, ...],
+    docs: tuple[str, ...],
+    anti_entropy: float,
+) -> None:
+    from gether.peer import Peer
+
+    peer = await Peer(store_url, peer_id, anti_entropy=anti_entropy).start(host, port, tcp_port)
+    for doc_id in docs:
+        await peer.document(doc_id)
+    for url in links:
+        peer.link(url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"gether peer {peer_id} on {peer.ws_url} and {peer.tcp_url}", file=sys.stderr, flush=True)
+    await stop.wait()
+    await peer.stop()
+
+
+def run_peer(
+    store_url: str,
+    peer_id: str,
+    host: str,
+    port: int,
+    tcp_port: int,
+    links: tuple[str, ...],
+    docs: tuple[str, ...],
+    anti_entropy: float,
+) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(_peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy))

@@ -33,6 +33,8 @@ class HubConfig:
     limits: Limits = field(default_factory=Limits)
     coalesce: float = 0.0
     """Seconds a session waits to gather events into one frame per subscriber."""
+    mesh: bool = False
+    """Every session subscribes to every document the hub holds (peers)."""
 
 
 class Subscriber:
@@ -40,6 +42,9 @@ class Subscriber:
 
     def document_changed(self, doc_id: str) -> None:
         raise NotImplementedError
+
+    def document_opened(self, doc_id: str) -> None:
+        """A document is now held by the hub (mesh sessions subscribe to it)."""
 
 
 class HostedDocument:
@@ -60,6 +65,8 @@ class DocumentHub:
         self._docs: dict[str, HostedDocument] = {}
         self._loading: dict[str, asyncio.Task[HostedDocument]] = {}
         self._snapshots: set[asyncio.Task[None]] = set()
+        self.sessions: set[Subscriber] = set()
+        """Mesh sessions: told of every document the hub opens."""
 
     # -- SyncHost (documents already loaded) ------------------------------------------
 
@@ -85,16 +92,36 @@ class DocumentHub:
         return await asyncio.shield(task)
 
     async def _load(self, doc_id: str) -> HostedDocument:
+        doc = await self._load_document(doc_id)
+        hosted = self._docs[doc_id] = HostedDocument(doc_id, doc)
+        for session in list(self.sessions):
+            session.document_opened(doc_id)
+        return hosted
+
+    async def _load_document(self, doc_id: str) -> Document:
         snapshot = await self.store.load_snapshot(doc_id)
         doc = await asyncio.to_thread(_replica_from, snapshot)
         tail = await self.store.events(doc_id, doc.version)
         if tail:
             await asyncio.to_thread(doc._replay, tail)
-        hosted = self._docs[doc_id] = HostedDocument(doc_id, doc)
-        return hosted
+        return doc
+
+    async def _persist(self, doc_id: str, events: list[Event]) -> None:
+        """Make newly applied events durable before they are acknowledged."""
+        await self.store.append(doc_id, events)
 
     def loaded(self, doc_id: str) -> HostedDocument | None:
         return self._docs.get(doc_id)
+
+    def open_documents(self) -> list[str]:
+        return list(self._docs)
+
+    def local_change(self, doc_id: str) -> None:
+        """The hub's own replica of ``doc_id`` was edited: offer it to everyone."""
+        hosted = self._docs.get(doc_id)
+        if hosted is not None:
+            for subscriber in list(hosted.subscribers):
+                subscriber.document_changed(doc_id)
 
     # -- receiving --------------------------------------------------------------------
 
@@ -115,7 +142,7 @@ class DocumentHub:
             fresh = hosted.doc.events_since(before)
             if fresh:
                 try:
-                    await self.store.append(doc_id, fresh)
+                    await self._persist(doc_id, fresh)
                 except GetherError:
                     self._evict(doc_id)
                     raise

@@ -80,10 +80,16 @@ async def start_server(
     tcp_port: int | None = None,
     config: HubConfig | None = None,
     handle_signals: bool = True,
+    hub: DocumentHub | None = None,
 ) -> GetherServer:
-    """Start serving (port 0 picks a free port); returns once it listens."""
-    store = await open_store(store_url).open()
-    hub = DocumentHub(store, config)
+    """Start serving (port 0 picks a free port); returns once it listens. With
+    ``hub``, serve that hub (its store already open) instead of a new one."""
+    if hub is None:
+        store = await open_store(store_url).open()
+        hub = DocumentHub(store, config)
+    else:
+        assert isinstance(hub.store, AsyncStore)
+        store = hub.store
     app = GetherApp(hub)
     tcp: TCPServer | None = None
     tcp_url = None

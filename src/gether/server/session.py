@@ -29,14 +29,26 @@ class Channel(Protocol):
 
 
 class Session(Subscriber):
-    def __init__(self, hub: DocumentHub, channel: Channel, name: str = "?") -> None:
+    """``role`` is SERVER for a connection we accepted and CLIENT for one we
+    dialled (a peer's link). With ``mesh``, the session subscribes to every
+    document the hub holds, now and later, instead of only answering."""
+
+    def __init__(
+        self,
+        hub: DocumentHub,
+        channel: Channel,
+        name: str = "?",
+        role: Role = Role.SERVER,
+        mesh: bool = False,
+    ) -> None:
         self.hub = hub
         self.channel = channel
         self.name = name
+        self.mesh = mesh or hub.config.mesh
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.conn = SyncConnection(
-            hub, hub.config.server_id, Role.SERVER, now=loop.time(), limits=hub.config.limits
+            hub, hub.config.server_id, role, now=loop.time(), limits=hub.config.limits
         )
         self._send_lock = asyncio.Lock()
         self._dirty: set[str] = set()
@@ -45,6 +57,13 @@ class Session(Subscriber):
         self._tasks: set[asyncio.Future[None]] = set()
 
     # -- the hub tells us ----------------------------------------------------------
+
+    def document_opened(self, doc_id: str) -> None:
+        """A document the hub holds now (a mesh session subscribes to it)."""
+        if self.mesh and not self.conn.closed:
+            self.hub.subscribe(doc_id, self)
+            self.conn.subscribe(doc_id)
+            self.document_changed(doc_id)
 
     def document_changed(self, doc_id: str) -> None:
         self._dirty.add(doc_id)
@@ -80,6 +99,11 @@ class Session(Subscriber):
 
     async def run(self) -> None:
         ticker = asyncio.create_task(self._tick())
+        if self.mesh:
+            self.hub.sessions.add(self)
+            for doc_id in self.hub.open_documents():
+                self.document_opened(doc_id)
+            await self.flush()
         try:
             while not self.conn.closed:
                 data = await self.channel.receive()
@@ -93,6 +117,7 @@ class Session(Subscriber):
             pass
         finally:
             ticker.cancel()
+            self.hub.sessions.discard(self)
             self.hub.unsubscribe(self)
             await self.flush()
             with contextlib.suppress(ConnectionError, OSError):

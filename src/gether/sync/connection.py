@@ -224,6 +224,8 @@ class SyncConnection:
         doc = self._doc(doc_id)
         if not doc.subscribed:
             doc.subscribed = True
+            if self.role is Role.SERVER and self.peer is None:
+                return  # sent right after our hello, which answers the peer's
             self._send(Subscribe(doc_id, self.host.version(doc_id)))
 
     def push(self, doc_id: str) -> None:
@@ -360,6 +362,9 @@ class SyncConnection:
             self._reader.max_size = self.limits.max_frame_bytes
             if self.role is Role.SERVER:
                 self._send(Hello(self.local_id, self._credentials))
+                for wanted, state in self._docs.items():
+                    if state.subscribed:
+                        self._send(Subscribe(wanted, self.host.version(wanted)))
             return
         match message:
             case Hello():
