@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 
 import gether
+from gether.core.ids import Version
+from gether.server.hub import HubConfig
 from gether.server.serve import GetherServer, start_server
 from gether.store import open_blocking_store
-from gether.testing.histories import edit
+from gether.sync import Error, Events, Hello, Limits, Subscribe
+from gether.sync.framing import FrameReader, frame
+from gether.sync.messages import decode, encode
+from gether.testing.histories import edit, history
 
 
 @pytest.fixture
@@ -78,3 +83,39 @@ async def test_unreachable_server() -> None:
     with pytest.raises(gether.ConnectionFailedError):
         async with gether.connect("ws://127.0.0.1:9", "notes"):
             pass
+
+
+async def test_a_flood_of_orphans_is_cut_off(tmp_path: Path) -> None:
+    """Events whose parents never come are parked per sender, up to a limit;
+    past it the sender is disconnected with limit_exceeded and its orphans dropped."""
+    config = HubConfig(limits=Limits(max_parked_events=50))
+    running = await start_server(
+        f"sqlite:///{tmp_path}/s.db", port=0, tcp_port=0, config=config, handle_signals=False
+    )
+    try:
+        events, _ = history(replica_count=1, edits=200, seed=12)
+        orphans = events[1:]  # the first event never comes
+        assert running.tcp_url is not None
+        host = running.tcp_url.removeprefix("tcp://").split(":")
+        reader, writer = await asyncio.open_connection(host[0], int(host[1]))
+        writer.write(frame(encode(Hello("flooder"))) + frame(encode(Subscribe("d", Version()))))
+        frames = FrameReader(1 << 24)
+        answered: list[object] = []
+        while not any(isinstance(m, Subscribe) for m in answered):  # the server's answer
+            answered += [decode(p) for p in frames.feed(await reader.read(65536))]
+        for i in range(0, len(orphans), 20):
+            batch = tuple((e.body, e.signature) for e in orphans[i : i + 20])
+            writer.write(frame(encode(Events("d", i + 1, batch))))
+        await writer.drain()
+        received = await reader.read()  # until the server closes
+        writer.close()
+        messages = [decode(p) for p in frames.feed(received)]
+        assert isinstance(messages[-1], Error) and messages[-1].code == "limit_exceeded"
+        hosted = running.hub.loaded("d")
+        assert hosted is not None and not hosted.doc.pending
+        good = gether.Document("good")
+        async with gether.connect(running.ws_url, "d", doc=good) as session:
+            good["still"] = "served"
+            await session.sync()
+    finally:
+        await running.stop()

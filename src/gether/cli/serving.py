@@ -13,14 +13,14 @@ from gether.server.serve import start_server
 
 
 async def _serve(
-    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int
+    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int, coalesce: float
 ) -> None:
     server = await start_server(
         store_url,
         host,
         port,
         tcp_port,
-        HubConfig(snapshot_every=snapshot_every),
+        HubConfig(snapshot_every=snapshot_every, coalesce=coalesce),
         handle_signals=False,
     )
     loop = asyncio.get_running_loop()
@@ -33,10 +33,15 @@ async def _serve(
 
 
 def run_server(
-    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int
+    store_url: str,
+    host: str,
+    port: int,
+    tcp_port: int | None,
+    snapshot_every: int,
+    coalesce: float = 0.0,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(store_url, host, port, tcp_port, snapshot_every))
+    asyncio.run(_serve(store_url, host, port, tcp_port, snapshot_every, coalesce))
 
 
 async def _peer(

@@ -466,6 +466,13 @@ class Document:
         """Received events still waiting (for their parents or for authentication)."""
         return frozenset(EventId(*e) for e in self._log.staged)
 
+    def drop_pending(self, event_ids: Iterable[tuple[str, int]]) -> None:
+        """Forget received events still waiting (a server drops those of a peer
+        that sent more parentless events than it allows)."""
+        log = self._log
+        for event_id in event_ids:
+            log.unstage((event_id[0], event_id[1]))
+
     def events_since(self, version: Version | None = None) -> list[Event]:
         """The events a replica at ``version`` lacks (all if None), parents first.
         The newest event of this replica among them is signed."""

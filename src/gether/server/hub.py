@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.document import Document
-from gether.errors import GetherError, RejectedEventsError, UsageError
+from gether.errors import GetherError, LimitExceededError, RejectedEventsError, UsageError
 from gether.store.base import EventStore, Snapshot, check_doc_id
 from gether.sync.connection import Limits
 
@@ -53,6 +53,7 @@ class HostedDocument:
         self.doc = doc
         self.lock = asyncio.Lock()
         self.subscribers: set[Subscriber] = set()
+        self.parked: dict[Subscriber, set[tuple[str, int]]] = {}
         self.since_snapshot = 0
 
 
@@ -130,15 +131,21 @@ class DocumentHub:
     ) -> GetherError | None:
         """Check, apply and store a batch, then tell the other subscribers.
         Returns the rejection to report to the sender, if any event was refused;
-        raises ``StorageError`` if the batch could not be stored."""
+        raises ``StorageError`` if the batch could not be stored, and
+        ``LimitExceededError`` if the sender has too many events waiting for
+        parents (they are dropped)."""
         hosted = await self.open(doc_id)
         async with hosted.lock:
             before = hosted.doc.version
+            waiting = hosted.doc.pending
             rejected: GetherError | None = None
             try:
                 hosted.doc.apply_events(events)
             except RejectedEventsError as exc:
                 rejected = exc
+            overflow = None
+            if source is not None:
+                overflow = self._park(hosted, source, hosted.doc.pending - waiting)
             fresh = hosted.doc.events_since(before)
             if fresh:
                 try:
@@ -154,7 +161,25 @@ class DocumentHub:
             if hosted.since_snapshot >= self.config.snapshot_every:
                 hosted.since_snapshot = 0
                 self._start_snapshot(doc_id)
+        if overflow is not None:
+            raise overflow  # after the good events of the batch are stored and relayed
         return rejected
+
+    def _park(
+        self, hosted: HostedDocument, source: Subscriber, new: frozenset[tuple[str, int]]
+    ) -> LimitExceededError | None:
+        """Account for the events ``source`` sent that wait for their parents;
+        past the limit they are dropped and the error is returned."""
+        parked = hosted.parked.setdefault(source, set())
+        parked &= hosted.doc.pending  # those applied or dropped since
+        parked |= new
+        limit = self.config.limits.max_parked_events
+        if len(parked) > limit:
+            hosted.doc.drop_pending(parked)
+            count = len(parked)
+            parked.clear()
+            return LimitExceededError(f"{count} events waiting for parents (limit {limit})")
+        return None
 
     def _evict(self, doc_id: str) -> None:
         hosted = self._docs.pop(doc_id, None)
@@ -172,6 +197,7 @@ class DocumentHub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         for hosted in self._docs.values():
             hosted.subscribers.discard(subscriber)
+            hosted.parked.pop(subscriber, None)
 
     # -- snapshots --------------------------------------------------------------------
 

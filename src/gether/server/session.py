@@ -9,7 +9,7 @@ import contextlib
 import logging
 from typing import Protocol
 
-from gether.errors import GetherError, GoingAwayError, StorageError
+from gether.errors import GetherError, GoingAwayError, LimitExceededError, StorageError
 from gether.server.hub import DocumentHub, Subscriber
 from gether.sync.connection import Role, SyncConnection
 
@@ -139,8 +139,8 @@ class Session(Subscriber):
         for received in conn.events_received():
             try:
                 rejected = await self.hub.receive(received.doc_id, received.events, self)
-            except StorageError as exc:
-                conn.close(exc)  # nothing of it is acknowledged; the client resends
+            except (StorageError, LimitExceededError) as exc:
+                conn.close(exc)  # nothing of it is acknowledged
                 return
             if rejected is None:
                 conn.acknowledge(received)

@@ -60,6 +60,8 @@ class Limits:
     max_batch_events: int = 10_000
     max_pending_batches: int = 64
     """Batches received and not yet acknowledged or rejected by the owner."""
+    max_parked_events: int = 10_000
+    """Events of one peer waiting for parents that never came (enforced by the owner)."""
     max_documents: int = 1_000
     max_replicas: int = 100_000
     batch_events: int = 1_000
