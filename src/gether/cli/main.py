@@ -97,13 +97,24 @@ def replay(url: str, doc_id: str, at: str, as_json: bool) -> None:
     show_default=True,
     help="Store a snapshot of a document every N new events.",
 )
+@click.option(
+    "--coalesce",
+    default=0.0,
+    show_default=True,
+    help="Seconds to gather events into one frame per subscriber.",
+)
 def serve(
-    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int
-) -> None:  # fmt: skip
+    store_url: str,
+    host: str,
+    port: int,
+    tcp_port: int | None,
+    snapshot_every: int,
+    coalesce: float,
+) -> None:
     """Run a sync server: WebSocket on --port, raw TCP on --tcp-port."""
     from gether.cli.serving import run_server
 
-    _guarded(lambda: run_server(store_url, host, port, tcp_port, snapshot_every))
+    _guarded(lambda: run_server(store_url, host, port, tcp_port, snapshot_every, coalesce))
 
 
 @main.command()
