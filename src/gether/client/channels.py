@@ -4,7 +4,6 @@ TCP (``tcp://host:port``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from urllib.parse import urlsplit
 
 import websockets
@@ -12,8 +11,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
 from gether.errors import ConnectionFailedError, UsageError
-
-READ_SIZE = 64 * 1024
+from gether.transport.stream import StreamChannel
 
 
 class WebSocketClientChannel:
@@ -37,30 +35,7 @@ class WebSocketClientChannel:
         await self.ws.close(1001 if going_away else 1000)
 
 
-class TCPClientChannel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def receive(self) -> bytes | None:
-        try:
-            data = await self.reader.read(READ_SIZE)
-        except (ConnectionError, OSError):
-            return None
-        return data or None
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def close(self, going_away: bool = False) -> None:
-        if not self.writer.is_closing():
-            self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
-
-
-Channel = WebSocketClientChannel | TCPClientChannel
+Channel = WebSocketClientChannel | StreamChannel
 
 
 async def dial(url: str, max_frame: int, timeout: float = 10.0) -> Channel:
@@ -78,7 +53,7 @@ async def dial(url: str, max_frame: int, timeout: float = 10.0) -> Channel:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(parts.hostname, parts.port), timeout
             )
-            return TCPClientChannel(reader, writer)
+            return StreamChannel(reader, writer)
     except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
         raise ConnectionFailedError(f"cannot reach {url}: {exc}") from exc
     raise UsageError(f"unknown URL scheme {scheme!r}: use ws://, wss:// or tcp://")

@@ -4,32 +4,10 @@ servers talking to each other."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from gether.server.hub import DocumentHub
 from gether.server.session import Session
-
-READ_SIZE = 64 * 1024
-
-
-class StreamChannel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def receive(self) -> bytes | None:
-        data = await self.reader.read(READ_SIZE)
-        return data or None
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def close(self, going_away: bool = False) -> None:
-        if not self.writer.is_closing():
-            self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
+from gether.transport.stream import StreamChannel
 
 
 class TCPServer:

@@ -1,0 +1,1 @@
+"""Byte channels the sync protocol travels on (asyncio edges)."""
