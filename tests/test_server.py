@@ -119,3 +119,24 @@ async def test_a_flood_of_orphans_is_cut_off(tmp_path: Path) -> None:
             await session.sync()
     finally:
         await running.stop()
+
+
+async def test_a_client_may_start_offline(tmp_path: Path) -> None:
+    from gether.testing.servers import free_port
+
+    port = free_port()
+    doc = gether.Document("early")
+    async with gether.connect(
+        f"tcp://127.0.0.1:{port}", "d", doc=doc, offline_start=True, backoff=(0.05, 0.2)
+    ) as session:
+        doc["written"] = "before the server existed"
+        assert not session.connected
+        running = await start_server(
+            f"sqlite:///{tmp_path}/s.db", port=0, tcp_port=port, handle_signals=False
+        )
+        try:
+            await session.sync()
+            assert running.hub.loaded("d") is not None
+            assert running.hub.loaded("d").doc.to_json() == doc.to_json()  # type: ignore[union-attr]
+        finally:
+            await running.stop()

@@ -57,6 +57,7 @@ class ClientSession:
         limits: Limits | None = None,
         backoff: tuple[float, float] = (0.05, 5.0),
         connect_timeout: float = 10.0,
+        offline_start: bool = False,
     ) -> None:
         self.url = url
         self.doc_id = doc_id
@@ -65,6 +66,7 @@ class ClientSession:
         self.limits = limits or Limits()
         self.backoff = backoff
         self.connect_timeout = connect_timeout
+        self.offline_start = offline_start
         self.errors: list[Error] = []
         """Refusals the server sent for our events (and the reasons it closed)."""
         self.connections = 0
@@ -83,7 +85,11 @@ class ClientSession:
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> ClientSession:
-        await self._connect()  # the first connection must work: it says the URL is right
+        try:
+            await self._connect()  # by default the first dial must work: the URL is right
+        except ConnectionFailedError:
+            if not self.offline_start:
+                raise
         self._runner = asyncio.create_task(self._run())
         return self
 
