@@ -743,7 +743,8 @@ async def measure(spec: ServerSpec, n: int, args: argparse.Namespace) -> Result:
             assert process.stdin is not None
             process.stdin.write(b"go\n")
         typing = asyncio.create_task(type_keys(probe, args.writer_rate))
-        await asyncio.sleep(args.warmup)
+        # windows start and end between two writer keystrokes, not on one
+        await asyncio.sleep(args.warmup + 0.5 / args.writer_rate)
         spans = []
         for _ in range(args.runs):
             start = (time.perf_counter(), cpu_seconds([server_proc]), cpu_seconds(clients),
