@@ -28,7 +28,7 @@ from gether.sync import (
 from gether.sync.framing import FrameReader, frame
 from gether.sync.messages import MAGIC, MessageKind, decode, encode
 from gether.testing.histories import edit, history, replicas
-from gether.testing.sync import DocumentsHost, pump
+from gether.testing.sync import DocumentsHost, deliver, pump
 
 # -- messages --------------------------------------------------------------------
 
@@ -328,3 +328,22 @@ def test_timeouts_and_keepalive() -> None:
 
 def test_the_example_in_docs_protocol_md() -> None:
     assert frame(encode(Ping(7))) == bytes.fromhex("00 00 00 03 92 06 07")
+
+
+def test_a_big_batch_in_the_same_chunk_as_the_hello() -> None:
+    """The peer's hello raises the frame limit for the frames after it, even
+    when they arrive in the same read (a catch-up of a few hundred events)."""
+    _, source = history(replica_count=1, edits=1200, seed=14)
+    limits = Limits(compress_above=10**9)  # one big uncompressed batch
+    host_a = DocumentsHost({}, gether.Document)
+    host_b = DocumentsHost({"d": source}, gether.Document)
+    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits)
+    b = SyncConnection(host_b, "b", Role.SERVER, now=0.0, limits=limits)
+    a.subscribe("d")
+    b.receive_data(a.data_to_send(), 0.0)
+    b.accept(*b.subscriptions_requested())
+    chunk = b.data_to_send()  # hello, subscribe and the events, in one read
+    assert len(chunk) > limits.max_frame_before_hello
+    deliver(a, host_a, chunk, 0.0)
+    assert not a.closed, a.close_reason
+    assert host_a.document("d").to_json() == source.to_json()

@@ -31,6 +31,9 @@ from gether.sync.messages import Error
 
 log = logging.getLogger(__name__)
 
+STABLE_AFTER = 5.0
+"""Seconds after which a connection that ends is not counted as a failed dial."""
+
 
 class _OneDocument:
     """The ``SyncHost`` of a client: its one document."""
@@ -200,16 +203,23 @@ class ClientSession:
             if not self.connected:
                 try:
                     await self._connect()
-                    failures = 0
                 except ConnectionFailedError as exc:
                     failures += 1
-                    low, high = self.backoff
-                    delay = min(high, low * 2**failures) * random.uniform(0.5, 1.0)
-                    log.info("reconnecting to %s in %.2fs: %s", self.url, delay, exc)
-                    await asyncio.sleep(delay)
+                    log.info("reconnecting to %s: %s", self.url, exc)
+                    await self._back_off(failures)
                     continue
+            started = self._loop.time()
             await self._serve_connection()
             await self._drop()
+            # a link that dies young (a refusal, a crash loop) counts as a failure:
+            # redialling at once would hammer the server
+            failures = failures + 1 if self._loop.time() - started < STABLE_AFTER else 0
+            if failures:
+                await self._back_off(failures)
+
+    async def _back_off(self, failures: int) -> None:
+        low, high = self.backoff
+        await asyncio.sleep(min(high, low * 2**failures) * random.uniform(0.5, 1.0))
 
     async def _serve_connection(self) -> None:
         conn, channel = self._conn, self._channel

@@ -112,10 +112,18 @@ class Version(Mapping[str, int]):
 
     def merged(self, other: Version) -> Version:
         out = dict(self._entries)
+        changed = False
         for replica, seq in other._entries.items():
             if seq > out.get(replica, 0):
                 out[replica] = seq
-        return Version(out)
+                changed = True
+        if not changed:
+            return self
+        # both sides were checked when they were made: skip the checks
+        merged = object.__new__(Version)
+        merged._entries = dict(sorted(out.items()))
+        merged._hash = None
+        return merged
 
     def to_dict(self) -> dict[str, int]:
         return dict(self._entries)

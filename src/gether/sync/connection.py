@@ -166,7 +166,8 @@ class SyncConnection:
         self._last_in = now
         self.traffic.bytes_received += len(data)
         try:
-            for payload in self._reader.feed(data):
+            self._reader.push(data)
+            while (payload := self._reader.next()) is not None:
                 self._handle(
                     decode(
                         payload,
