@@ -395,8 +395,8 @@ class ServerSpec:
 
 class BenchServerProcess(ServerProcess):
     """This script's ``--serve`` mode as a ``ServerProcess``: the pycrdt-websocket
-    server, or ``start_server`` with a ``HubConfig(coalesce=...)`` (``gether
-    serve`` has no flag for it)."""
+    server, or ``start_server`` with a ``HubConfig(coalesce=...)`` (written
+    before ``gether serve --coalesce`` existed; the two are equivalent)."""
 
     def __init__(self, spec: ServerSpec, store_url: str) -> None:
         super().__init__(store_url)
