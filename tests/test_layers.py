@@ -11,6 +11,7 @@ import gether
 SRC = Path(gether.__file__).parent
 FORBIDDEN_IN_CORE = {"asyncio", "socket", "sqlite3", "time", "random", "secrets", "os", "threading"}
 # each package may import only itself and the ones listed (and the standard library)
+_BELOW_EDGES = {"errors", "core", "document", "runtime", "store", "sync", "transport"}
 ALLOWED = {
     "errors": set(),
     "core": {"errors"},
@@ -19,32 +20,11 @@ ALLOWED = {
     "transport": {"errors"},
     "document": {"errors", "core", "runtime", "store"},
     "runtime": {"core"},
-    "server": {"errors", "core", "document", "runtime", "store", "sync", "transport"},
-    "client": {"errors", "core", "document", "runtime", "store", "sync", "transport"},
-    "peer": {
-        "errors",
-        "core",
-        "document",
-        "runtime",
-        "store",
-        "sync",
-        "transport",
-        "server",
-        "client",
-    },
-    "cli": {
-        "errors",
-        "core",
-        "document",
-        "runtime",
-        "store",
-        "sync",
-        "transport",
-        "server",
-        "client",
-        "peer",
-    },
-    "testing": {"errors", "core", "document", "runtime", "store", "sync", "transport", "server"},
+    "server": _BELOW_EDGES,
+    "client": _BELOW_EDGES,
+    "peer": _BELOW_EDGES | {"server", "client"},
+    "cli": _BELOW_EDGES | {"server", "client", "peer"},
+    "testing": _BELOW_EDGES | {"server"},
     "__main__": {"cli"},
 }
 

@@ -127,7 +127,7 @@ def inspect_document(console: Console, url: str, doc_id: str, as_json: bool) -> 
     store = open_blocking_store(url)
     try:
         count = store.count(doc_id)
-        size = sum(len(e.to_bytes()) for e in store.events(doc_id)) if count else 0
+        size = store.size(doc_id)
         snapshot = store.load_snapshot(doc_id)
     finally:
         store.close()

@@ -112,9 +112,13 @@ def serve(
     coalesce: float,
 ) -> None:
     """Run a sync server: WebSocket on --port, raw TCP on --tcp-port."""
-    from gether.cli.serving import run_server
+    from gether.cli import serving
 
-    _guarded(lambda: run_server(store_url, host, port, tcp_port, snapshot_every, coalesce))
+    _guarded(
+        lambda: serving.run(
+            serving.serve(store_url, host, port, tcp_port, snapshot_every, coalesce)
+        )
+    )
 
 
 @main.command()
@@ -137,9 +141,13 @@ def peer(
     links: tuple[str, ...], docs: tuple[str, ...], anti_entropy: float,
 ) -> None:  # fmt: skip
     """Run a peer: listen, dial other peers, sync every document with all of them."""
-    from gether.cli.serving import run_peer
+    from gether.cli import serving
 
-    _guarded(lambda: run_peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy))
+    _guarded(
+        lambda: serving.run(
+            serving.peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from gether.server.hub import HubConfig
 from gether.server.serve import start_server
 
 
-async def _serve(
+async def serve(
     store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int, coalesce: float
 ) -> None:
     server = await start_server(
@@ -32,19 +34,7 @@ async def _serve(
     print("gether server stopped", file=sys.stderr, flush=True)
 
 
-def run_server(
-    store_url: str,
-    host: str,
-    port: int,
-    tcp_port: int | None,
-    snapshot_every: int,
-    coalesce: float = 0.0,
-) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(store_url, host, port, tcp_port, snapshot_every, coalesce))
-
-
-async def _peer(
+async def peer(
     store_url: str,
     peer_id: str,
     host: str,
@@ -70,15 +60,7 @@ async def _peer(
     await peer.stop()
 
 
-def run_peer(
-    store_url: str,
-    peer_id: str,
-    host: str,
-    port: int,
-    tcp_port: int,
-    links: tuple[str, ...],
-    docs: tuple[str, ...],
-    anti_entropy: float,
-) -> None:
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server or peer coroutine with warnings logged to stderr."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(_peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy))
+    asyncio.run(main)

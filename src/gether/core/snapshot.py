@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import lzma
 import zlib
+from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from itertools import accumulate
@@ -438,7 +439,7 @@ def _frame(names: list[str], summary: Any, *sections: Any) -> bytes:
     return MAGIC + bytes((FORMAT,)) + _pack((names, summary, *sections))
 
 
-class SavedDocument:
+class SavedDocument(ABC):
     """A decoded save: the state now, the history when asked for."""
 
     __slots__ = ("_summary", "format", "names", "raw", "staged", "state")
@@ -460,8 +461,8 @@ class SavedDocument:
         except _CORRUPT as exc:
             raise DecodeError(f"corrupt saved history: {exc!r}") from exc
 
-    def _events(self) -> list[Event]:
-        raise NotImplementedError
+    @abstractmethod
+    def _events(self) -> list[Event]: ...
 
     def tips(self) -> TipLog | None:
         """What the next local event needs of the history, without decoding it

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gether.client.channels import dial
 from gether.core.event import Event
@@ -38,7 +38,7 @@ class _PeerHub(DocumentHub):
     def __init__(self, store_url: str, config: HubConfig) -> None:
         super().__init__(open_store(store_url), config)
         self.store_url = store_url
-        self._unlisten: list[object] = []
+        self._unlisten: list[Callable[[], None]] = []
 
     async def _load_document(self, doc_id: str) -> Document:
         doc = await asyncio.to_thread(Document.open, self.store_url, doc_id)
@@ -55,6 +55,9 @@ class _PeerHub(DocumentHub):
         """Nothing to do: the document's own journal stored them as it applied them."""
 
     def close_documents(self) -> None:
+        for unlisten in self._unlisten:
+            unlisten()
+        self._unlisten.clear()
         for doc_id in self.open_documents():
             hosted = self.loaded(doc_id)
             if hosted is not None:

@@ -3,6 +3,14 @@ WebSocket (an ASGI application) or raw TCP, all speaking ``gether.sync``."""
 
 from gether.server.asgi import GetherApp
 from gether.server.hub import DocumentHub, HubConfig
-from gether.server.tcp import serve_tcp
+from gether.server.serve import GetherServer, start_server
+from gether.server.tcp import TCPServer
 
-__all__ = ["DocumentHub", "GetherApp", "HubConfig", "serve_tcp"]
+__all__ = [
+    "DocumentHub",
+    "GetherApp",
+    "GetherServer",
+    "HubConfig",
+    "TCPServer",
+    "start_server",
+]

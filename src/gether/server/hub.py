@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gether.core.event import Event
 from gether.core.ids import Version
@@ -37,14 +38,14 @@ class HubConfig:
     """Every session subscribes to every document the hub holds (peers)."""
 
 
-class Subscriber:
+class Subscriber(Protocol):
     """What the hub needs of a session: to be told a document has news."""
 
-    def document_changed(self, doc_id: str) -> None:
-        raise NotImplementedError
+    def document_changed(self, doc_id: str) -> None: ...
 
     def document_opened(self, doc_id: str) -> None:
         """A document is now held by the hub (mesh sessions subscribe to it)."""
+        ...
 
 
 class HostedDocument:

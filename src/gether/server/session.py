@@ -10,7 +10,7 @@ import logging
 from typing import Protocol
 
 from gether.errors import GetherError, GoingAwayError, LimitExceededError, StorageError
-from gether.server.hub import DocumentHub, Subscriber
+from gether.server.hub import DocumentHub
 from gether.sync.connection import Role, SyncConnection
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class Channel(Protocol):
     async def close(self, going_away: bool = False) -> None: ...
 
 
-class Session(Subscriber):
+class Session:
     """``role`` is SERVER for a connection we accepted and CLIENT for one we
     dialled (a peer's link). With ``mesh``, the session subscribes to every
     document the hub holds, now and later, instead of only answering."""

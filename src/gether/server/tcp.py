@@ -37,10 +37,3 @@ class TCPServer:
         await asyncio.gather(*(s.shut_down() for s in list(self.sessions)))
         if self.server is not None:
             await self.server.wait_closed()
-
-
-async def serve_tcp(hub: DocumentHub, host: str, port: int) -> TCPServer:
-    """Start listening; returns the server (its port is ``start``'s result)."""
-    server = TCPServer(hub)
-    await server.start(host, port)
-    return server

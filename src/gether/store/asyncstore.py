@@ -65,6 +65,9 @@ class AsyncStore:
     async def count(self, doc_id: str) -> int:
         return await self._run(lambda store: store.count(doc_id))
 
+    async def size(self, doc_id: str) -> int:
+        return await self._run(lambda store: store.size(doc_id))
+
     async def documents(self) -> list[str]:
         return await self._run(lambda store: store.documents())
 

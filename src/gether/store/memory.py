@@ -84,6 +84,10 @@ class MemoryStore:
         with self._lock:
             return len(self._doc(doc_id).events)
 
+    def size(self, doc_id: str) -> int:
+        with self._lock:
+            return sum(len(e.to_bytes()) for e in self._doc(doc_id).ordered)
+
     def documents(self) -> list[str]:
         with self._lock:
             if self._closed:

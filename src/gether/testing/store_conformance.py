@@ -58,7 +58,7 @@ class StoreConformance:
 
     @pytest.fixture
     def store_url(self) -> str:
-        raise NotImplementedError("define a store_url fixture naming an empty store")
+        pytest.fail(f"{type(self).__name__} must define a store_url fixture naming an empty store")
 
     @pytest.fixture
     async def store(self, store_url: str) -> AsyncIterator[AsyncStore]:
@@ -73,6 +73,7 @@ class StoreConformance:
         assert await store.events(DOC, Version({"a": 3})) == []
         assert await store.version(DOC) == Version({})
         assert await store.count(DOC) == 0
+        assert await store.size(DOC) == 0
         assert await store.load_snapshot(DOC) is None
         assert await store.delete_snapshots(DOC) == 0
         assert await store.append(DOC, []) == 0
@@ -95,6 +96,7 @@ class StoreConformance:
         ]
         assert await store.version(DOC) == doc.version
         assert await store.count(DOC) == len(events)
+        assert await store.size(DOC) == sum(len(e.to_bytes()) for e in events)
         assert await store.documents() == [DOC]
 
     async def test_order_does_not_depend_on_append_order(self, store: AsyncStore) -> None:
