@@ -180,7 +180,7 @@ class Document:
         staged = [e.to_bytes() for e in log.staged.values()]
         chain = log.chains.get(self._replica)
         if chain and chain[-1].signature is None:
-            chain[-1].signature = self._key.sign(chain[-1].hash)
+            chain[-1].sign(self._key)
         return encode_document(self._state, log.chains, log.heads, staged, self._clock.last)
 
     @classmethod
@@ -304,7 +304,7 @@ class Document:
         if journal is not None:
             # every durable event is signed: after a crash, any of them may be
             # the newest of our chain, which must vouch for the rest
-            event.signature = key.sign(event.hash)
+            event.sign(key)
             try:
                 journal.write_local(event)
             except BaseException:
@@ -681,8 +681,7 @@ class Document:
     def _sign_tips(self, events: list[Event]) -> None:
         for event in reversed(events):
             if event.id[0] == self._replica:
-                if event.signature is None:
-                    event.signature = self._key.sign(event.hash)
+                event.sign_later(self._key)
                 return
 
     def apply_events(self, events: Iterable[Event | bytes]) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from gether.core.keys import KEY_ID_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from gether.core.keys import KEY_ID_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SigningKey
 from gether.core.ops import Op, ops_length
 from gether.core.values import Kind, NamedRef, NewContainer
 from gether.errors import DecodeError, UnsupportedVersionError
@@ -89,6 +89,9 @@ class Event:
     leaves the replica)."""
 
     __slots__ = (
+        "_signature",
+        "_signer",
+        "_valid_for",
         "body",
         "counter",
         "end",
@@ -101,7 +104,6 @@ class Event:
         "parents",
         "prev",
         "public_key",
-        "signature",
     )
 
     def __init__(
@@ -152,7 +154,51 @@ class Event:
             )
         self.body = body
         self.hash = _sha256(body).digest()
-        self.signature = signature
+        self._signature = signature
+        self._signer: SigningKey | None = None
+        # the public key the signature is known to verify with (signed or
+        # verified in this process): Ed25519 is deterministic, so checking
+        # the same signature, hash and key again cannot give another answer
+        self._valid_for: bytes | None = None
+
+    @property
+    def signature(self) -> bytes | None:
+        """The author's Ed25519 signature of the hash, or None. An event its
+        author marked with ``sign_later`` is signed here, on first need."""
+        signature = self._signature
+        if signature is None and self._signer is not None:
+            self.sign(self._signer)
+            signature = self._signature
+        return signature
+
+    @signature.setter
+    def signature(self, value: bytes | None) -> None:
+        self._signature = value
+        self._signer = None
+        self._valid_for = None
+
+    def sign(self, key: SigningKey) -> None:
+        """Sign now with the author's key."""
+        self._signature = key.sign(self.hash)
+        self._signer = None
+        self._valid_for = key.public_bytes
+
+    def known_valid(self, public_key: bytes) -> bool:
+        """Was the signature already found to verify with ``public_key``?"""
+        return self._valid_for == public_key and self._signature is not None
+
+    def mark_valid(self, public_key: bytes) -> None:
+        self._valid_for = public_key
+
+    def sign_later(self, key: SigningKey) -> None:
+        """Have ``key`` sign this event when its signature is first read.
+
+        A replica exports many events that will never need their own
+        signature (a later event of the same author vouches for them through
+        the hash chain); signing costs 36 µs, so it waits until someone looks.
+        """
+        if self._signature is None:
+            self._signer = key
 
     @property
     def author(self) -> str:

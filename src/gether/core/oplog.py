@@ -254,9 +254,14 @@ class EventLog:
         key = self._key_for(event)
         if key is None:
             return False
-        assert event.signature is not None
-        if not verify(key, event.signature, event.hash):
+        signature = event.signature
+        assert signature is not None
+        raw = key.public_bytes_raw()
+        if event.known_valid(raw):
+            return True
+        if not verify(key, signature, event.hash):
             raise SignatureError(f"{event.id}: signature does not verify")
+        event.mark_valid(raw)
         return True
 
     def _trust_chain(self, event: Event, errors: list[tuple[EventKey, GetherError]]) -> None:
