@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, Protocol, Self
 
 from gether.core import proxies
+from gether.core.changes.model import MISSING
 from gether.core.containers import (
     DELETED,
     CounterState,
@@ -26,6 +27,7 @@ from gether.core.event import Event
 from gether.core.hlc import Clock, HybridClock
 from gether.core.ids import ROOT, ContainerId, EventId, EventKey, OpId, Version, check_replica_id
 from gether.core.keys import SigningKey
+from gether.core.listeners import ChangeCallback, ChangeListeners, raise_first
 from gether.core.oplog import EventLog, TipLog, Vector, check_first_key
 from gether.core.ops import (
     COUNTER_ADD,
@@ -119,6 +121,8 @@ class Document:
         self._read_only = False
         self._journal: Journal | None = None
         self._listeners: list[EventListener] = []
+        self._changes: ChangeListeners | None = None
+        self._unlisten_changes: Callable[[], None] | None = None
         # the open transaction
         self._depth = 0
         self._ops: list[Op] | None = None
@@ -319,6 +323,9 @@ class Document:
     def _rollback(self) -> None:
         self._ops = None
         self._use_state(self._rebuilt_state(self._log.events_since(None)))
+        if self._changes:
+            # only a listener added inside the transaction saw its edits
+            self._changes.notify()
 
     def _use_state(self, state: DocState) -> None:
         state.merge_for = self._state.merge_for
@@ -792,8 +799,60 @@ class Document:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _notify(self, events: Sequence[Event], local: bool) -> None:
+        """Call every listener; if some raise, raise the first once all ran
+        (the events are recorded either way)."""
+        errors: list[Exception] = []
         for listener in list(self._listeners):
-            listener(events, local)
+            try:
+                listener(events, local)
+            except Exception as exc:  # re-raised below, after the others ran
+                errors.append(exc)
+        raise_first(errors)
+
+    def on_change(self, path: PathLike, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback(changes)`` whenever the value at ``path`` changes; return
+        the function that unsubscribes.
+
+        ``path`` is as in :meth:`get` (``"todos/0/text"``, a tuple or list,
+        ``""`` or ``()`` for the whole document). ``changes`` is a non-empty
+        list of :mod:`gether.core.changes` values, relative to ``path``, whose
+        application in order turns the value the listener saw last (the value
+        at ``path`` when it subscribed, then after each call) into the value
+        there now, so ``mirror = ChangeSet(changes).apply(mirror)`` keeps a
+        copy equal to ``doc.get(path)``. A path that leads nowhere has the
+        value ``MISSING``: the value appearing is ``Replace(MISSING, value)``,
+        disappearing ``Replace(value, MISSING)``.
+
+        One call per local transaction (or edit outside one) and one per
+        ``apply_events`` (or ``merge``) that applied something, with every
+        change of the batch; none if the value at ``path`` did not change.
+        Callbacks run after the document's state is committed (and, for a
+        durable replica, written). An exception raised by a callback does not
+        stop the other callbacks nor undo anything: once all ran, the first
+        exception propagates from the edit, ``transaction()`` block or
+        ``apply_events`` call that triggered them (and a
+        ``RejectedEventsError`` that ``apply_events`` would have raised is not
+        raised). An edit made by a callback is delivered after every callback
+        of the current notification ran. Treat the values inside the changes
+        as read-only: listeners on one path share them.
+        """
+        parts = proxies.split_path(path)
+        if not callable(callback):
+            raise UsageError("on_change takes a callable: callback(changes)")
+        changes = self._changes
+        if changes is None:
+            changes = self._changes = ChangeListeners(lambda where: self.get(where, MISSING))
+        if self._unlisten_changes is None:
+            self._unlisten_changes = self._listen(lambda _events, _local: changes.notify())
+        remove = changes.add(parts, callback)
+
+        def unsubscribe() -> None:
+            remove()
+            if not changes and self._unlisten_changes is not None:
+                self._unlisten_changes()
+                self._unlisten_changes = None
+
+        return unsubscribe
 
     # -- history ---------------------------------------------------------------------
 
