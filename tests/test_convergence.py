@@ -99,6 +99,9 @@ def check_structures(doc: gether.Document) -> None:
             assert len(node) == len(list(node.keys()))
         elif kind == "counter":
             assert isinstance(node.value, int)
+        elif kind == "set":
+            items = node.to_json()
+            assert len(items) == len({(type(v), v) for v in items}) == len(node)
     assert sum(doc.version.values()) == doc.event_count
     for event_id in doc.pending:
         assert not doc.version.includes(event_id)

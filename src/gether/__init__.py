@@ -12,7 +12,16 @@ from gether.core.changes import MISSING, ChangeSet, Move, PathChange, Replace, S
 from gether.core.event import Event
 from gether.core.ids import EventId, Version
 from gether.core.keys import SigningKey
-from gether.core.proxies import Counter, CounterProxy, ListProxy, MapProxy, Text, TextProxy
+from gether.core.proxies import (
+    Counter,
+    CounterProxy,
+    ListProxy,
+    MapProxy,
+    Set,
+    SetProxy,
+    Text,
+    TextProxy,
+)
 from gether.document import Document
 from gether.errors import (
     ConnectionFailedError,
@@ -41,6 +50,7 @@ from gether.errors import (
     UnsupportedVersionError,
     UsageError,
 )
+from gether.merges import register_merge
 
 if TYPE_CHECKING:
     from gether.client import ClientSession
@@ -100,6 +110,8 @@ __all__ = [
     "RejectedEventsError",
     "RemoteError",
     "Replace",
+    "Set",
+    "SetProxy",
     "SignatureError",
     "SigningKey",
     "Splice",
@@ -113,4 +125,5 @@ __all__ = [
     "UsageError",
     "Version",
     "connect",
+    "register_merge",
 ]

@@ -13,6 +13,7 @@ from gether.core.event import Event
 from gether.core.hlc import Clock
 from gether.core.keys import SigningKey
 from gether.errors import CorruptStoreError, GetherError, UsageError
+from gether.merges import registered
 from gether.runtime import new_replica_id, new_seed, new_signing_key, wall_clock
 from gether.store import BlockingStore, Identity, Snapshot, open_blocking_store
 from gether.store.journal import SnapshotPolicy, StoreJournal
@@ -31,7 +32,7 @@ class Document(_CoreDocument):
         clock: Clock | None = wall_clock,
     ) -> None:
         replica_id, key = self._identity(replica_id, key)
-        super().__init__(replica_id, key, clock)
+        super().__init__(replica_id, key, clock, merges=registered)
 
     @staticmethod
     def _default_clock() -> Clock | None:

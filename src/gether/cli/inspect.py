@@ -23,6 +23,8 @@ from gether.core.ops import (
     MAP_DELETE,
     MAP_SET,
     SEQ_DELETE,
+    SET_ADD,
+    SET_REMOVE,
     TEXT_INSERT,
 )
 from gether.store import open_blocking_store
@@ -52,6 +54,10 @@ def describe_ops(event: Event) -> str:
             parts["move"] += 1
         elif kind == COUNTER_ADD:
             parts["counter"] += op[2]
+        elif kind == SET_ADD:
+            parts["set add"] += 1
+        elif kind == SET_REMOVE:
+            parts["set remove"] += 1
     words = []
     for what, n in parts.items():
         if what.startswith(("+", "-")):

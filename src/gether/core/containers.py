@@ -15,7 +15,7 @@ from typing import Any
 
 from gether.core.ids import ContainerId, OpId
 from gether.core.sequence import Sequence
-from gether.core.values import Kind
+from gether.core.values import Kind, Scalar, element_key, set_order
 
 
 class _Deleted:
@@ -175,11 +175,68 @@ class CounterState:
         self.value = 0
 
 
-Container = MapState | ListState | TextState | CounterState
+class SetState:
+    """A set of scalars. Each element has a register of its adds and removes
+    (each naming the writes it saw); the kind decides how they combine:
 
-CONTAINER_TYPES: dict[Kind, type[Container]] = {
+    * ``SET`` (OR-set): present if any write nobody saw is an add, so an add
+      wins over a concurrent remove;
+    * ``LWW_SET``: the latest of those writes decides;
+    * ``TWO_PHASE_SET``: present if added and never removed, whatever the order;
+    * ``GSET``: present once added; removes do not exist.
+    """
+
+    __slots__ = ("elements", "id", "kind", "removed", "values")
+
+    def __init__(self, container_id: ContainerId, kind: Kind = Kind.SET) -> None:
+        self.id = container_id
+        self.kind = kind
+        self.elements: dict[tuple[int, Scalar], Register] = {}
+        self.values: dict[tuple[int, Scalar], Scalar] = {}
+        self.removed: set[tuple[int, Scalar]] = set()
+
+    def register(self, value: Scalar) -> Register:
+        key = element_key(value)
+        register = self.elements.get(key)
+        if register is None:
+            register = self.elements[key] = Register()
+            self.values[key] = value
+        return register
+
+    def contains(self, value: Scalar) -> bool:
+        return self._present(element_key(value))
+
+    def _present(self, key: tuple[int, Scalar]) -> bool:
+        register = self.elements.get(key)
+        if register is None or not register.writes:
+            return False
+        kind = self.kind
+        if kind is Kind.SET:
+            return any(w[3] is not DELETED for w in register.writes)
+        if kind is Kind.LWW_SET:
+            winner = register.winner()
+            return winner is not None and winner[3] is not DELETED
+        return key not in self.removed  # grow-only and two-phase: ever added
+
+    def items(self) -> list[Scalar]:
+        """The elements present, in the order every replica renders them."""
+        keys = sorted((k for k in self.elements if self._present(k)), key=set_order)
+        return [self.values[k] for k in keys]
+
+
+def _new_set(kind: Kind) -> Callable[[ContainerId], SetState]:
+    return lambda container_id: SetState(container_id, kind)
+
+
+Container = MapState | ListState | TextState | CounterState | SetState
+
+CONTAINER_TYPES: dict[Kind, Callable[[ContainerId], Container]] = {
     Kind.MAP: MapState,
     Kind.LIST: ListState,
     Kind.TEXT: TextState,
     Kind.COUNTER: CounterState,
+    Kind.SET: _new_set(Kind.SET),
+    Kind.GSET: _new_set(Kind.GSET),
+    Kind.TWO_PHASE_SET: _new_set(Kind.TWO_PHASE_SET),
+    Kind.LWW_SET: _new_set(Kind.LWW_SET),
 }

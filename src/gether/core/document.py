@@ -7,13 +7,21 @@ This is the pure core: the replica id, signing key and clock are given to it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
 from typing import Any, Protocol, Self
 
 from gether.core import proxies
-from gether.core.containers import DELETED, ListState, MapState, Register, TextState
+from gether.core.containers import (
+    DELETED,
+    CounterState,
+    ListState,
+    MapState,
+    Register,
+    SetState,
+    TextState,
+)
 from gether.core.event import Event
 from gether.core.hlc import Clock, HybridClock
 from gether.core.ids import ROOT, ContainerId, EventId, EventKey, OpId, Version, check_replica_id
@@ -26,13 +34,33 @@ from gether.core.ops import (
     MAP_DELETE,
     MAP_SET,
     SEQ_DELETE,
+    SET_ADD,
+    SET_REMOVE,
     TEXT_INSERT,
     Op,
     op_length,
 )
+from gether.core.policy import (
+    CONTAINER_POLICIES,
+    LWW,
+    MergeFunction,
+    PolicyNode,
+    custom_name,
+    derived_name,
+)
 from gether.core.snapshot import SavedDocument, decode_document, encode_document, encode_saved
 from gether.core.state import DocState, OpContext
-from gether.core.values import Kind, NamedRef, check_int, check_key, check_text
+from gether.core.values import (
+    SET_KINDS,
+    Kind,
+    NamedRef,
+    Scalar,
+    check_int,
+    check_key,
+    check_scalar,
+    check_text,
+    element_key,
+)
 from gether.errors import (
     DecodeError,
     GetherError,
@@ -70,7 +98,15 @@ class Journal(Protocol):
 class Document:
     """One replica of a document (see API.md for the public surface)."""
 
-    def __init__(self, replica_id: str, key: SigningKey, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        replica_id: str,
+        key: SigningKey,
+        clock: Clock | None = None,
+        *,
+        policies: PolicyNode | None = None,
+        merges: Mapping[str, MergeFunction] | None = None,
+    ) -> None:
         self._replica = check_replica_id(replica_id)
         self._key = key
         self._clock_source = clock
@@ -88,6 +124,17 @@ class Document:
         self._ops: list[Op] | None = None
         self._counter = 0
         self._txn_hlc = 0
+        self._set_policies(policies, merges)
+
+    def _set_policies(
+        self, policies: PolicyNode | None, merges: Mapping[str, MergeFunction] | None
+    ) -> None:
+        """Where fields' merge policies come from (the schema's nodes), and the
+        custom merge functions they may name."""
+        self._policies = policies
+        self._merges: Mapping[str, MergeFunction] = merges if merges is not None else {}
+        self._nodes: dict[ContainerId, PolicyNode | None] = {}
+        self._state.merge_for = self._merge_for if policies is not None else None
 
     @property
     def _log(self) -> EventLog:
@@ -153,7 +200,7 @@ class Document:
         bound = saved.key_of(check_replica_id(replica_id))
         if bound is not None and bound != key.key_id:
             raise UsageError(f"replica {replica_id} signs with another key: pass its key")
-        doc._state = saved.state
+        doc._use_state(saved.state)
         doc._log_value = None
         doc._saved = saved
         doc._tips = saved.tips()
@@ -271,7 +318,11 @@ class Document:
 
     def _rollback(self) -> None:
         self._ops = None
-        self._state = self._rebuilt_state(self._log.events_since(None))
+        self._use_state(self._rebuilt_state(self._log.events_since(None)))
+
+    def _use_state(self, state: DocState) -> None:
+        state.merge_for = self._state.merge_for
+        self._state = state
 
     @staticmethod
     def _rebuilt_state(events: Iterable[Event]) -> DocState:
@@ -333,6 +384,10 @@ class Document:
             return
         if not 0 <= pos <= container.seq.visible:
             raise OutOfRangeError(f"insert at {pos} outside list of length {container.seq.visible}")
+        if self._policies is not None:
+            kind = CONTAINER_POLICIES.get(self._policy_at(container_id, 0))
+            if kind is not None:
+                values = [_initial_for(kind, v) for v in values]
         op_values = tuple(proxies.check_value(v) for v in values)
         with self.transaction():
             counter, hlc = self._begin()
@@ -347,13 +402,17 @@ class Document:
         container: ListState = self._container(container_id, Kind.LIST)
         if not 0 <= index < container.seq.visible:
             raise OutOfRangeError(f"index {index} outside list of length {container.seq.visible}")
+        if self._policies is not None:
+            kind = CONTAINER_POLICIES.get(self._policy_at(container_id, index))
+            if kind is not None:
+                value = _initial_for(kind, value)
         op_value, nested = proxies.check_value(value)
         element_id = container.element_at(index)
         with self.transaction():
             counter, hlc = self._begin()
             register = container.elements[element_id].register
             pred = register.live_ids()
-            self._state._create(op_value, (self._replica, counter))
+            self._state._create(op_value, (self._replica, counter), container_id, None)
             register.apply((hlc, self._replica, counter, op_value), pred)
             self._push((LIST_SET, container_id, element_id, op_value, pred))
             self._fill((self._replica, counter), nested)
@@ -371,10 +430,139 @@ class Document:
     def _map_set(self, container_id: ContainerId, key: str, value: Any) -> None:
         container: MapState = self._container(container_id, Kind.MAP)
         check_key(key)
+        if self._policies is not None:
+            kind = CONTAINER_POLICIES.get(self._policy_at(container_id, key))
+            if kind is not None:
+                self._write_field(container, key, kind, value)
+                return
         op_value, nested = proxies.check_value(value)
         with self.transaction():
             op_id = self._map_write(container, key, op_value)
             self._fill(op_id, nested)
+
+    def _write_field(self, container: MapState, key: str, kind: Kind, value: Any) -> None:
+        """Write a field whose policy makes it a container: link the field to
+        the container named after its place, then edit that towards ``value``."""
+        target = _plain_for(kind, value)
+        ref = NamedRef(derived_name(container.id, key), kind)
+        with self.transaction():
+            register = container.entries.get(key)
+            winner = register.winner() if register is not None else None
+            if winner is None or winner[3] != ref:
+                self._map_write(container, key, ref)
+            self._assign(self._state.named(ref.name, kind), target)
+
+    def _assign(self, container: Any, target: Any) -> None:
+        """Edit a counter, text or set until it holds ``target``."""
+        if type(container) is CounterState:
+            if target != container.value:
+                self._counter_add(container.id, target - container.value)
+        elif type(container) is TextState:
+            current = container.to_text()
+            start, old_end, new_end = _differing_middle(current, target)
+            if old_end > start:
+                self._seq_delete(container.id, Kind.TEXT, start, old_end - start)
+            if new_end > start:
+                self._text_insert(container.id, start, target[start:new_end])
+        elif type(container) is SetState:
+            wanted = {element_key(v): v for v in target}
+            for value in container.items():
+                if element_key(value) not in wanted:
+                    self._set_remove(container.id, value)
+            for value in wanted.values():
+                if not container.contains(value):  # only what is missing: no extra adds to win
+                    self._set_add(container.id, value)
+
+    # -- policies -------------------------------------------------------------------
+
+    def _node_of(self, container_id: ContainerId) -> PolicyNode | None:
+        """The schema node of a container: found from where it was created."""
+        if container_id == ROOT:
+            return self._policies
+        nodes = self._nodes
+        if container_id in nodes:
+            return nodes[container_id]
+        node = None
+        place = self._state.parent_of(container_id)
+        if place is not None:
+            parent = self._node_of(place[0])
+            if parent is not None:
+                # a list's elements share one schema (its items): any index will do
+                node = parent.child(place[1] if place[1] is not None else 0)
+        nodes[container_id] = node
+        return node
+
+    def _policy_at(self, container_id: ContainerId, key: str | int) -> str:
+        node = self._node_of(container_id)
+        child = node.child(key) if node is not None else None
+        return child.policy if child is not None else LWW
+
+    def _merge_for(self, container_id: ContainerId, key: str) -> MergeFunction | None:
+        name = custom_name(self._policy_at(container_id, key))
+        return self._merges.get(name) if name is not None else None
+
+    def conflicts(self, path: PathLike) -> list[Any]:
+        """Every value the field at ``path`` holds concurrently, the one that
+        reads as its value first: two or more after concurrent writes nobody
+        has overwritten yet, one otherwise, none if the field is unset."""
+        parts = proxies.split_path(path)
+        if not parts:
+            raise UsageError("conflicts needs the path of a map key or list element")
+        parent = proxies.resolve_path(self, parts[:-1]) if len(parts) > 1 else self.root()
+        last = parts[-1]
+        register: Register | None
+        if isinstance(parent, proxies.MapProxy):
+            state: MapState = self._container(parent.container_id, Kind.MAP)
+            register = state.entries.get(str(last))
+        elif isinstance(parent, proxies.ListProxy):
+            lst: ListState = self._container(parent.container_id, Kind.LIST)
+            if not isinstance(last, int) and not (isinstance(last, str) and last.isdigit()):
+                raise proxies.path_error(parts, "is not a list index")
+            index = int(last)
+            if not 0 <= index < lst.seq.visible:
+                raise proxies.path_error(parts, "does not exist")
+            register = lst.elements[lst.element_at(index)].register
+        else:
+            raise proxies.path_error(parts, "does not name a map key or list element")
+        if register is None:
+            return []
+        return [self._state._json_of(v) for v in self._state.concurrent_values(register)]
+
+    # -- sets -----------------------------------------------------------------------
+
+    def _set_state(self, container_id: ContainerId) -> SetState:
+        container = self._state.containers.get(container_id)
+        if container is None and container_id[0].startswith("/"):
+            container = self._state.named(container_id[0][1:], Kind(container_id[1]))
+        if container is None:
+            raise UsageError("this container no longer exists")
+        if type(container) is not SetState:
+            raise TypeMismatchError(f"expected a set, found a {container.kind.name.lower()}")
+        return container
+
+    def _set_add(self, container_id: ContainerId, value: Scalar) -> None:
+        container = self._set_state(container_id)
+        value = check_scalar(value)
+        if container.kind in (Kind.GSET, Kind.TWO_PHASE_SET) and container.contains(value):
+            return  # nothing to win against: these never drop an element that is there
+        if container.kind is Kind.TWO_PHASE_SET and element_key(value) in container.removed:
+            raise UsageError(f"{value!r} was removed from this two-phase set for good")
+        self._set_write(container, value, SET_ADD)
+
+    def _set_remove(self, container_id: ContainerId, value: Scalar) -> None:
+        container = self._set_state(container_id)
+        if container.kind is Kind.GSET:
+            raise UsageError("nothing is ever removed from a grow-only set")
+        self._set_write(container, check_scalar(value), SET_REMOVE)
+
+    def _set_write(self, container: SetState, value: Scalar, kind: int) -> None:
+        counter, hlc = self._begin()
+        register = container.register(value)
+        pred = register.live_ids()
+        register.apply((hlc, self._replica, counter, True if kind == SET_ADD else DELETED), pred)
+        if kind == SET_REMOVE and container.kind is Kind.TWO_PHASE_SET:
+            container.removed.add(element_key(value))
+        self._push((kind, container.id, value, pred))
 
     def _map_write(self, container: MapState, key: str, op_value: Any) -> OpId:
         counter, hlc = self._begin()
@@ -383,7 +571,7 @@ class Document:
             register = container.entries[key] = Register()
         pred = register.live_ids()
         value = op_value if op_value is not DELETED else DELETED
-        self._state._create(value, (self._replica, counter))
+        self._state._create(value, (self._replica, counter), container.id, key)
         register.apply((hlc, self._replica, counter, value), pred)
         if op_value is DELETED:
             self._push((MAP_DELETE, container.id, key, pred))
@@ -420,6 +608,9 @@ class Document:
             self._text_insert(container_id, 0, content)
         elif kind is Kind.COUNTER and content:
             self._counter_add(container_id, content)
+        elif kind in SET_KINDS:
+            for item in content:
+                self._set_add(container_id, item)
 
     def _named(self, name: str, kind: Kind) -> ContainerId:
         """Get or create the named top-level container and link it at the root."""
@@ -625,7 +816,9 @@ class Document:
         return view
 
     def _spawn(self, replica_id: str, key: SigningKey) -> Self:
-        return self._blank(replica_id, key, self._clock_source)
+        doc = self._blank(replica_id, key, self._clock_source)
+        doc._set_policies(self._policies, self._merges)
+        return doc
 
     @classmethod
     def _blank(cls, replica_id: str, key: SigningKey, clock: Clock | None) -> Self:
@@ -710,6 +903,13 @@ class Document:
     def counter(self, name: str) -> proxies.CounterProxy:
         return proxies.CounterProxy(self, self._named(name, Kind.COUNTER))
 
+    def set(self, name: str, variant: str = "or") -> proxies.SetProxy:
+        """The named top-level set (see ``gether.Set`` for the variants)."""
+        kind = proxies.SET_VARIANTS.get(variant)
+        if kind is None:
+            raise UsageError(f"unknown set variant {variant!r} (or, g, 2p, lww)")
+        return proxies.SetProxy(self, self._named(name, kind))
+
     def root(self) -> proxies.MapProxy:
         return proxies.MapProxy(self, ROOT)
 
@@ -763,6 +963,51 @@ def _apply_ops(state: DocState, event: Event) -> None:
     for op in event.ops:
         state.apply(op, author, counter, hlc)
         counter += op_length(op)
+
+
+def _plain_for(kind: Kind, value: Any) -> Any:
+    """The plain value a counter, text or set field is asked to hold."""
+    if isinstance(value, proxies.Proxy):
+        value = value.to_json()
+    if isinstance(value, proxies.Counter | proxies.Text):
+        value = value.initial
+    elif isinstance(value, proxies.Set):
+        value = list(value.initial)
+    if kind is Kind.COUNTER:
+        if type(value) is not int:
+            raise TypeMismatchError(f"a counter field holds an integer, not {value!r}")
+        return check_int(value)
+    if kind is Kind.TEXT:
+        if type(value) is not str:
+            raise TypeMismatchError(f"a text field holds a string, not {value!r}")
+        return check_text(value)
+    if not isinstance(value, list | tuple | set | frozenset):
+        raise TypeMismatchError(f"a set field holds a list of scalars, not {value!r}")
+    return [check_scalar(v) for v in value]
+
+
+def _initial_for(kind: Kind, value: Any) -> Any:
+    """A list element under a counter, text or set policy: a new container."""
+    plain = _plain_for(kind, value)
+    if kind is Kind.COUNTER:
+        return proxies.Counter(plain)
+    if kind is Kind.TEXT:
+        return proxies.Text(plain)
+    variant = next(v for v, k in proxies.SET_VARIANTS.items() if k is kind)
+    return proxies.Set(plain, variant)
+
+
+def _differing_middle(old: str, new: str) -> tuple[int, int, int]:
+    """``(start, old_end, new_end)``: old[start:old_end] becomes new[start:new_end]."""
+    limit = min(len(old), len(new))
+    start = 0
+    while start < limit and old[start] == new[start]:
+        start += 1
+    old_end, new_end = len(old), len(new)
+    while old_end > start and new_end > start and old[old_end - 1] == new[new_end - 1]:
+        old_end -= 1
+        new_end -= 1
+    return start, old_end, new_end
 
 
 def _spans_of(elements: list[OpId]) -> list[tuple[str, int, int]]:

@@ -23,6 +23,8 @@ from gether.core.ops import (
     MAP_DELETE,
     MAP_SET,
     SEQ_DELETE,
+    SET_ADD,
+    SET_REMOVE,
     TEXT_INSERT,
     op_length,
 )
@@ -77,6 +79,8 @@ _FIELDS = {
     LIST_SET: "ivp",
     LIST_MOVE: "iii",
     COUNTER_ADD: "v",
+    SET_ADD: "vp",
+    SET_REMOVE: "vp",
 }
 
 _COLUMNS = (

@@ -16,6 +16,8 @@ SEQ_DELETE         spans: ((replica, counter, length), ...)
 LIST_SET           element, value, pred
 LIST_MOVE          element, origin_left, origin_right
 COUNTER_ADD        delta
+SET_ADD            element (a scalar), pred (the element's writes it saw)
+SET_REMOVE         element, pred
 =================  ===========================================================
 
 Origins are element ids or ``None`` (the start or the end of the sequence).
@@ -38,6 +40,8 @@ class OpKind(IntEnum):
     LIST_SET = 6
     LIST_MOVE = 7
     COUNTER_ADD = 8
+    SET_ADD = 9
+    SET_REMOVE = 10
 
 
 MAP_SET = OpKind.MAP_SET.value
@@ -48,6 +52,8 @@ SEQ_DELETE = OpKind.SEQ_DELETE.value
 LIST_SET = OpKind.LIST_SET.value
 LIST_MOVE = OpKind.LIST_MOVE.value
 COUNTER_ADD = OpKind.COUNTER_ADD.value
+SET_ADD = OpKind.SET_ADD.value
+SET_REMOVE = OpKind.SET_REMOVE.value
 
 
 def op_length(op: Op) -> int:

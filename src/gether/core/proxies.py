@@ -7,13 +7,27 @@ current state and every write becomes an op, so proxies never go stale.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping, MutableSequence
+from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence, MutableSet
 from typing import TYPE_CHECKING, Any, overload
 
-from gether.core.containers import DELETED, CounterState, ListState, MapState, TextState
+from gether.core.containers import DELETED, CounterState, ListState, MapState, SetState, TextState
 from gether.core.ids import ContainerId
-from gether.core.values import MAX_DEPTH, Kind, NewContainer, check_key, check_scalar, check_text
-from gether.errors import InvalidPathError, InvalidValueError, OutOfRangeError, UsageError
+from gether.core.values import (
+    MAX_DEPTH,
+    Kind,
+    NewContainer,
+    Scalar,
+    check_key,
+    check_scalar,
+    check_text,
+)
+from gether.errors import (
+    GetherError,
+    InvalidPathError,
+    InvalidValueError,
+    OutOfRangeError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from gether.core.document import Document
@@ -45,6 +59,33 @@ class Counter:
         return f"Counter({self.initial})"
 
 
+SET_VARIANTS = {
+    "or": Kind.SET,
+    "g": Kind.GSET,
+    "2p": Kind.TWO_PHASE_SET,
+    "lww": Kind.LWW_SET,
+}
+
+
+class Set:
+    """An initial value that makes a collaborative set of scalars:
+    ``doc["tags"] = Set(["a"])``. ``variant``: ``"or"`` (the default: an add
+    wins over a concurrent remove), ``"g"`` (grow-only), ``"2p"`` (a removed
+    element is removed for good), ``"lww"`` (the latest add or remove wins)."""
+
+    __slots__ = ("initial", "kind")
+
+    def __init__(self, initial: Iterable[Scalar] = (), variant: str = "or") -> None:
+        kind = SET_VARIANTS.get(variant)
+        if kind is None:
+            raise UsageError(f"unknown set variant {variant!r} (or, g, 2p, lww)")
+        self.kind = kind
+        self.initial = tuple(check_scalar(v) for v in initial)
+
+    def __repr__(self) -> str:
+        return f"Set({list(self.initial)!r})"
+
+
 Nested = tuple[Kind, Any] | None
 
 
@@ -71,6 +112,8 @@ def check_value(value: Any, depth: int = 0) -> tuple[Any, Nested]:
         return NewContainer(Kind.TEXT), (Kind.TEXT, value.initial)
     if isinstance(value, Counter):
         return NewContainer(Kind.COUNTER), (Kind.COUNTER, value.initial)
+    if isinstance(value, Set):
+        return NewContainer(value.kind), (value.kind, value.initial)
     return check_scalar(value), None
 
 
@@ -297,7 +340,62 @@ class CounterProxy(Proxy):
         return self.value
 
 
+class SetProxy(Proxy, MutableSet[Scalar]):
+    """A collaborative set of scalars (see ``Set`` for the variants); iterates
+    in the order every replica renders it."""
+
+    __slots__ = ()
+    _kind = Kind.SET
+
+    def _state(self) -> SetState:
+        return self._doc._set_state(self._id)
+
+    @property
+    def variant(self) -> str:
+        """``"or"``, ``"g"``, ``"2p"`` or ``"lww"`` (see ``Set``)."""
+        kind = self._state().kind
+        return next(name for name, k in SET_VARIANTS.items() if k is kind)
+
+    def add(self, value: Scalar) -> None:
+        self._doc._set_add(self._id, value)
+
+    def discard(self, value: Scalar) -> None:
+        if value in self:
+            self._doc._set_remove(self._id, value)
+
+    def remove(self, value: Scalar) -> None:
+        if value not in self:
+            raise KeyError(value)
+        self._doc._set_remove(self._id, value)
+
+    def __contains__(self, value: object) -> bool:
+        try:
+            return self._state().contains(check_scalar(value))
+        except GetherError:
+            return False
+
+    def __iter__(self) -> Iterator[Scalar]:
+        return iter(self._state().items())
+
+    def __len__(self) -> int:
+        return len(self._state().items())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SetProxy):
+            return self.to_json() == other.to_json()
+        if isinstance(other, set | frozenset | list):
+            return set(self._state().items()) == set(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def to_json(self) -> list[Scalar]:
+        return self._state().items()
+
+
 _PROXIES: dict[type, type[Proxy]] = {
+    SetState: SetProxy,
     MapState: MapProxy,
     ListState: ListProxy,
     TextState: TextProxy,

@@ -11,7 +11,8 @@
   with their hashes, and per replica the counter after its newest event and
   that event's hash), so a local edit does not decode the history.
 * ``state``: every container as integrated (sequences as runs with their
-  origins, registers with their live writes), so opening a document reads it
+  origins, registers with their live writes) with where it was created
+  (parent and key: its place in a schema), so opening a document reads it
   directly instead of replaying history. A text is only its visible length
   here: its characters are in ``visible``, its runs in ``runs``.
 * ``visible``: the visible text of every text, one after the other. Opening a
@@ -54,6 +55,7 @@ from gether.core.containers import (
     ListState,
     MapState,
     Register,
+    SetState,
     TextState,
 )
 from gether.core.event import Event, _ext_default, _ext_hook
@@ -73,7 +75,7 @@ from gether.core.ids import ContainerId, EventKey, OpId
 from gether.core.oplog import TipLog
 from gether.core.sequence import Block, Run, Sequence
 from gether.core.state import DocState
-from gether.core.values import INT_MAX, INT_MIN, Kind
+from gether.core.values import INT_MAX, INT_MIN, SET_KINDS, Kind, element_key
 from gether.errors import DecodeError, UnsupportedVersionError
 
 # what damaged bytes can raise on their way through lzma, msgpack and the columns
@@ -298,6 +300,11 @@ def _enc_container_state(rep: Replicas, container: Container, texts: _TextSink) 
                 )
             )
         return (_enc_sequence(rep, container.seq, None), elements)
+    if isinstance(container, SetState):
+        values = list(container.values.values())
+        registers = [_enc_register(rep, container.elements[element_key(v)]) for v in values]
+        removed = [container.values[k] for k in container.removed]
+        return (values, registers, removed)
     # concurrent increments may sum past 64 bits: such totals travel as text
     return container.value if INT_MIN <= container.value <= INT_MAX else str(container.value)
 
@@ -329,6 +336,15 @@ def _dec_container_state(
             element.register = _dec_register(names, register)
             lst.elements[dec_id(names, element_id)] = element  # type: ignore[index]
         return lst
+    if kind in SET_KINDS:
+        elements = SetState(cid, kind)
+        values, registers, removed = value
+        for item, register in zip(values, registers, strict=True):
+            key = element_key(item)
+            elements.values[key] = item
+            elements.elements[key] = _dec_register(names, register)
+        elements.removed = {element_key(item) for item in removed}
+        return elements
     counter = CounterState(cid)
     counter.value = int(value)
     return counter
@@ -336,9 +352,12 @@ def _dec_container_state(
 
 def decode_state(names: list[str], value: Any, text: TextDecoder) -> DocState:
     state = DocState()
-    for cid_value, kind, payload in value:
-        cid = dec_container(names, cid_value)
-        state.containers[cid] = _dec_container_state(names, cid, Kind(kind), payload, text)
+    for item in value:
+        cid = dec_container(names, item[0])
+        state.containers[cid] = _dec_container_state(names, cid, Kind(item[1]), item[2], text)
+        if len(item) > 3:  # saved before schemas: the parents are not known
+            parent, key = item[3]
+            state.parents[cid] = (dec_container(names, parent), key)
     return state
 
 
@@ -410,10 +429,18 @@ def encode_document(
         rep(replica)
     history, text, text_index = encode_history(rep, chains)
     texts = _TextSink(text, text_index)
-    state_value = [
-        (enc_container(rep, cid), int(c.kind), _enc_container_state(rep, c, texts))
-        for cid, c in state.containers.items()
-    ]
+    parents = state.parents
+    state_value = []
+    for cid, c in state.containers.items():
+        item: tuple[Any, ...] = (
+            enc_container(rep, cid),
+            int(c.kind),
+            _enc_container_state(rep, c, texts),
+        )
+        parent = parents.get(cid)
+        if parent is not None:
+            item += ((enc_container(rep, parent[0]), parent[1]),)
+        state_value.append(item)
     keys = [(rep(replica), chain[0].key_id) for replica, chain in chains.items()]
     summary = (
         max_hlc,

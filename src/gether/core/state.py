@@ -23,6 +23,7 @@ from gether.core.containers import (
     ListState,
     MapState,
     Register,
+    SetState,
     TextState,
     Write,
 )
@@ -35,6 +36,8 @@ from gether.core.ops import (
     MAP_DELETE,
     MAP_SET,
     SEQ_DELETE,
+    SET_ADD,
+    SET_REMOVE,
     TEXT_INSERT,
     Op,
     op_length,
@@ -42,14 +45,19 @@ from gether.core.ops import (
 from gether.core.values import (
     INT_MAX,
     INT_MIN,
+    SET_KINDS,
     Kind,
     NamedRef,
     NewContainer,
     check_key,
     check_scalar,
     check_text,
+    element_key,
 )
 from gether.errors import GetherError, InvalidEventError
+
+MergeFunction = Callable[[list[Any]], Any]
+"""A custom merge: concurrent scalar values (in last-writer order) -> one value."""
 
 _OP_SIZES = {
     MAP_SET: 5,
@@ -60,6 +68,8 @@ _OP_SIZES = {
     LIST_SET: 5,
     LIST_MOVE: 5,
     COUNTER_ADD: 3,
+    SET_ADD: 4,
+    SET_REMOVE: 4,
 }
 _OP_CONTAINER_KIND = {
     MAP_SET: Kind.MAP,
@@ -121,12 +131,18 @@ def _bad(message: str) -> InvalidEventError:
 class DocState:
     """All containers of one document; the root is a map."""
 
-    __slots__ = ("_named_kinds", "containers")
+    __slots__ = ("_named_kinds", "containers", "merge_for", "parents")
 
     def __init__(self) -> None:
         self.containers: dict[ContainerId, Container] = {ROOT: MapState(ROOT)}
         # named container ids already checked: their kind is in the id
         self._named_kinds: dict[ContainerId, Kind] = {}
+        # where each container was created: (map, key) or (list, None); a
+        # container never moves to another parent, so this is where its schema
+        # and merge policies come from
+        self.parents: dict[ContainerId, tuple[ContainerId, str | None]] = {}
+        # the custom merge of a map key, if any (set by the document's schema)
+        self.merge_for: Callable[[ContainerId, str], MergeFunction | None] | None = None
 
     # -- containers ----------------------------------------------------------
 
@@ -137,11 +153,13 @@ class DocState:
             found = self.containers[container_id] = CONTAINER_TYPES[kind](container_id)
         return found
 
-    def _create(self, value: Any, op_id: OpId) -> None:
+    def _create(self, value: Any, op_id: OpId, parent: ContainerId, key: str | None) -> None:
         if type(value) is NewContainer:
             self.containers[op_id] = CONTAINER_TYPES[value.kind](op_id)
+            self.parents[op_id] = (parent, key)
         elif type(value) is NamedRef:
-            self.named(value.name, value.kind)
+            named = self.named(value.name, value.kind)
+            self.parents.setdefault(named.id, (parent, key))
 
     def resolve(self, write: Write) -> Container | Any:
         """The value of a write: a scalar, or the container it holds."""
@@ -174,7 +192,7 @@ class DocState:
             register = container.entries.get(op[2])
             if register is None:
                 register = container.entries[op[2]] = Register()
-            self._create(value, (author, counter))
+            self._create(value, (author, counter), op[1], op[2])
             register.apply((hlc, author, counter, value), op[-1])
         elif kind == LIST_INSERT:
             values = op[4]
@@ -182,12 +200,18 @@ class DocState:
             self._add_elements(container, author, counter, values, hlc)
         elif kind == LIST_SET:
             element = container.elements[op[2]]
-            self._create(op[3], (author, counter))
+            self._create(op[3], (author, counter), op[1], None)
             element.register.apply((hlc, author, counter, op[3]), op[4])
         elif kind == LIST_MOVE:
             self._move(container, op[2], author, counter, hlc, op[3], op[4])
         elif kind == COUNTER_ADD:
             container.value += op[2]
+        elif kind == SET_ADD:
+            container.register(op[2]).apply((hlc, author, counter, True), op[3])
+        elif kind == SET_REMOVE:
+            container.register(op[2]).apply((hlc, author, counter, DELETED), op[3])
+            if container.kind is Kind.TWO_PHASE_SET:
+                container.removed.add(element_key(op[2]))
 
     def _add_elements(
         self, container: ListState, author: str, counter: int, values: tuple[Any, ...], hlc: int
@@ -197,7 +221,7 @@ class DocState:
             element = Element(op_id, (hlc, author, counter + i))
             element.register.writes.append((hlc, author, counter + i, value))
             container.elements[op_id] = element
-            self._create(value, op_id)
+            self._create(value, op_id, container.id, None)
 
     def _delete_element(self, container: ListState, element_id: OpId) -> None:
         element = container.elements[element_id]
@@ -287,6 +311,9 @@ class DocState:
         if kind == SEQ_DELETE:
             if container_kind not in (Kind.TEXT, Kind.LIST):
                 raise _bad("delete on a container that is not a sequence")
+        elif kind in (SET_ADD, SET_REMOVE):
+            if container_kind not in SET_KINDS:
+                raise _bad(f"op {kind} does not apply to a {container_kind.name.lower()}")
         elif container_kind is not expected:
             raise _bad(f"op {kind} does not apply to a {container_kind.name.lower()}")
         if kind == MAP_SET:
@@ -333,6 +360,11 @@ class DocState:
             delta = op[2]
             if type(delta) is not int or not INT_MIN <= delta <= INT_MAX:
                 raise _bad("counter delta must be a 64-bit integer")
+        elif kind in (SET_ADD, SET_REMOVE):
+            if kind == SET_REMOVE and container_kind is Kind.GSET:
+                raise _bad("nothing is ever removed from a grow-only set")
+            check_scalar(op[2])
+            _check_pred(op[3])
 
     def _container_kind(self, container_id: ContainerId, ctx: OpContext) -> Kind:
         name, number = container_id
@@ -433,25 +465,63 @@ class DocState:
             ]
         if isinstance(container, TextState):
             return container.to_text()
+        if isinstance(container, SetState):
+            return container.items()
         return container.value
 
     def _json_of(self, value: Any) -> Any:
-        if isinstance(value, MapState | ListState | TextState | CounterState):
+        if isinstance(value, MapState | ListState | TextState | CounterState | SetState):
             return self.to_json(value)
         return value
 
     def map_value(self, container: MapState, key: str) -> Any:
-        """A key's winning value (scalar or container), or DELETED."""
+        """A key's value (scalar or container), or DELETED: the last writer's,
+        or what the key's custom merge makes of the concurrent writes."""
         register = container.entries.get(key)
-        write = register.winner() if register is not None else None
+        if register is None:
+            return DELETED
+        if self.merge_for is not None and len(register.writes) > 1:
+            merge = self.merge_for(container.id, key)
+            if merge is not None:
+                return self._custom(register, merge)
+        write = register.winner()
         if write is None or write[3] is DELETED:
             return DELETED
         return self.resolve(write)
+
+    def _custom(self, register: Register, merge: MergeFunction) -> Any:
+        values = [w[3] for w in sorted(register.writes, key=_order_key) if w[3] is not DELETED]
+        scalars = [v for v in values if type(v) is not NewContainer and type(v) is not NamedRef]
+        if not values:
+            return DELETED
+        if len(scalars) < len(values):
+            # containers do not merge by value: the last writer's stands
+            write = register.winner()
+            assert write is not None
+            return DELETED if write[3] is DELETED else self.resolve(write)
+        return merge(scalars)
+
+    def concurrent_values(self, register: Register) -> list[Any]:
+        """Every value the register holds, the last writer's first (deletes left out)."""
+        writes = sorted(register.writes, key=_order_key, reverse=True)
+        return [self.resolve(w) for w in writes if w[3] is not DELETED]
+
+    def parent_of(self, container_id: ContainerId) -> tuple[ContainerId, str | None] | None:
+        """Where a container was created (a named one that only ops have
+        touched hangs at the root under its name)."""
+        found = self.parents.get(container_id)
+        if found is None and container_id[0].startswith("/") and "/" not in container_id[0][1:]:
+            return (ROOT, container_id[0][1:])
+        return found
 
     def element_value(self, container: ListState, element_id: OpId) -> Any:
         write = container.elements[element_id].register.winner()
         assert write is not None  # an element always holds its first write
         return self.resolve(write)
+
+
+def _order_key(write: Write) -> tuple[int, str, int]:
+    return write[0], write[1], write[2]
 
 
 def _check_id(value: Any) -> OpId:

@@ -27,6 +27,13 @@ class Kind(IntEnum):
     LIST = 2
     TEXT = 3
     COUNTER = 4
+    SET = 5  # OR-set: add wins over a concurrent remove
+    GSET = 6  # grow-only: nothing is ever removed
+    TWO_PHASE_SET = 7  # a removed element is removed for good
+    LWW_SET = 8  # the latest add or remove of an element wins
+
+
+SET_KINDS = frozenset({Kind.SET, Kind.GSET, Kind.TWO_PHASE_SET, Kind.LWW_SET})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,30 @@ def check_scalar(value: object) -> Scalar:
     if isinstance(value, str):
         return check_text(value)
     raise InvalidValueError(f"cannot store a {type(value).__name__}")
+
+
+def element_key(value: Scalar) -> tuple[int, Scalar]:
+    """How a set tells its elements apart: by JSON type and value, so that
+    ``1``, ``1.0`` and ``True`` (equal in Python) stay three elements."""
+    if value is None:
+        return (0, None)
+    if value is True or value is False:
+        return (1, value)
+    if type(value) is int:
+        return (2, value)
+    if type(value) is float:
+        return (3, value)
+    return (4, value)
+
+
+def set_order(key: tuple[int, Scalar]) -> tuple[int, float | int | str, int]:
+    """The order a set renders in: null, booleans, numbers, strings."""
+    rank, value = key
+    if rank == 0:
+        return (0, 0, 0)
+    if rank in (2, 3):
+        return (2, value, rank)  # type: ignore[return-value]
+    return (rank, value, 0)  # type: ignore[return-value]
 
 
 def check_key(key: object) -> str:

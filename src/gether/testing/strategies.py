@@ -45,6 +45,9 @@ __all__ = [
     "Value",
     "apply_op",
     "kind_of",
+    "SetAdd",
+    "SetRemove",
+    "SetSpec",
     "materialize",
     "ops",
     "primitives",
@@ -70,6 +73,14 @@ class CounterSpec:
     """A ``gether.Counter`` to create when the op is applied (a fresh one each time)."""
 
     initial: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpec:
+    """A ``gether.Set`` to create when the op is applied (a fresh one each time)."""
+
+    initial: tuple[Any, ...]
+    variant: str = "or"
 
 
 Value: TypeAlias = Any
@@ -135,6 +146,8 @@ def materialize(value: Value) -> Any:
         return gether.Text(value.initial)
     if isinstance(value, CounterSpec):
         return gether.Counter(value.initial)
+    if isinstance(value, SetSpec):
+        return gether.Set(value.initial, value.variant)
     if isinstance(value, list):
         return [materialize(v) for v in value]
     if isinstance(value, dict):
@@ -149,8 +162,16 @@ NAMED: dict[str, tuple[str, ...]] = {
     "list": ("L",),
     "map": ("M",),
     "counter": ("C",),
+    "set": ("S", "G", "P", "W"),
 }
 """Names of the top-level named containers, by kind (``doc.text("T")`` and so on)."""
+
+SET_VARIANTS = {"S": "or", "G": "g", "P": "2p", "W": "lww"}
+"""The variant of each named set."""
+
+ELEMENTS = st.sampled_from(["a", "b", "😀", 1, 1.0, True, None])
+"""Set elements: few, so that adds and removes meet, and equal in Python but
+not in JSON (1, 1.0, True), so that sets keep them apart."""
 
 ROOT_KEYS = ("a", "b", "todos")
 """Top-level keys that plain ``doc[k] = v`` writes; disjoint from the named ones.
@@ -183,6 +204,7 @@ _SHAPED: dict[str, list[Target | tuple[str, ...]]] = {
     "list": [("key", "todos"), ("key", "b", "l"), ("key", "b", "l", "*")],
     "map": [("key", "todos", "*"), ("key", "b"), ("key", "b", "m"), ("key", "b", "l", "*")],
     "counter": [("key", "b", "c"), ("key", "b", "m", "*")],
+    "set": [("key", "b", "s"), ("key", "b", "m", "*")],
 }
 """Paths that often hold a ``kind`` in the shapes :func:`ops` writes (``*`` is any child)."""
 
@@ -406,6 +428,40 @@ class CounterAdd:
 
 
 @dataclass(frozen=True, slots=True)
+class SetAdd:
+    """``s.add(element)`` (skipped for an element a two-phase set removed for good)."""
+
+    target: Target
+    element: Any
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "set")
+        if node is None:
+            return False
+        try:
+            node.add(self.element)
+        except gether.UsageError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class SetRemove:
+    """Remove the element ``n % len`` (in rendered order); skipped on grow-only sets."""
+
+    target: Target
+    index: int
+
+    def apply(self, doc: gether.Document) -> bool:
+        node = _container(doc, self.target, "set")
+        items = list(node) if node is not None else []
+        if not items or node.variant == "g":
+            return False
+        node.remove(items[self.index % len(items)])
+        return True
+
+
+@dataclass(frozen=True, slots=True)
 class Transaction:
     """Several ops in one ``doc.transaction()``; ``abort`` raises at the end to roll back."""
 
@@ -438,6 +494,8 @@ Op: TypeAlias = (
     | ListSet
     | ListMove
     | CounterAdd
+    | SetAdd
+    | SetRemove
     | Transaction
 )
 
@@ -452,6 +510,7 @@ def _kitchen_sinks() -> st.SearchStrategy[Value]:
             "l": st.lists(values(3), max_size=3),
             "m": st.dictionaries(_KEYS, values(3), max_size=3),
             "c": st.builds(CounterSpec, st.integers(-100, 100)),
+            "s": st.builds(SetSpec, st.lists(ELEMENTS, max_size=3).map(tuple)),
         }
     )
 
@@ -481,6 +540,8 @@ def single_ops() -> st.SearchStrategy[Op]:
         st.builds(ListDelete, lst, _INDEX),
         st.builds(TextSplice, text, _INDEX, _INDEX, texts()),
         st.builds(MapDelete, mp, _INDEX),
+        st.builds(SetAdd, targets("set"), ELEMENTS),
+        st.builds(SetRemove, targets("set"), _INDEX),
         st.builds(ListAppend, lst, values(4)),
         st.builds(ListSet, lst, _INDEX, values(4)),
         st.builds(PathSet, mp, st.sampled_from(["x", "y", "done"]), values(3), st.booleans()),
@@ -516,6 +577,8 @@ def kind_of(node: object) -> str | None:
         return "text"
     if isinstance(node, gether.CounterProxy):
         return "counter"
+    if isinstance(node, gether.SetProxy):
+        return "set"
     return None
 
 
@@ -541,6 +604,8 @@ def resolve(doc: gether.Document, target: Target) -> tuple[Any, tuple[str | int,
     match target.root:
         case ("doc",):
             node, path = doc, ()
+        case ("named", "set", name):
+            node, path = doc.set(name, SET_VARIANTS[name]), (name,)
         case ("named", kind, name):
             node = getattr(doc, kind)(name)
             path = (name,)
