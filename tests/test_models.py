@@ -139,7 +139,7 @@ def test_refuses_what_json_schema_cannot_say(annotation: Any, words: str) -> Non
 
 
 def test_refuses_bad_policies_defaults_and_non_models() -> None:
-    with pytest.raises(SchemaError, match="unknown x-merge"):
+    with pytest.raises(SchemaError, match="unknown merge policy"):
         Merge("maximum")
     assert Merge("custom:max") == Merge("custom:max") and repr(Merge("mvr")) == "Merge('mvr')"
 

@@ -65,15 +65,7 @@ MAP = NewContainer(Kind.MAP)
 LIST = NewContainer(Kind.LIST)
 TEXT = NewContainer(Kind.TEXT)
 COUNTER = NewContainer(Kind.COUNTER)
-
-
-class _SetKind:
-    """Stands for ``Kind.SET`` (the set container kind) in the kind checks."""
-
-    name = "SET"
-
-
-SET = NewContainer(_SetKind())  # type: ignore[arg-type]
+SET = NewContainer(Kind.SET)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +98,7 @@ def test_compiles_and_keeps_an_independent_copy() -> None:
     [
         ({"type": "strin"}, "/type", "is not valid"),
         ({"properties": {"a": {"minimum": "x"}}}, "/properties/a/minimum", "not of type"),
-        ({"properties": {"a": {"x-merge": "max"}}}, "/properties/a", "unknown x-merge"),
+        ({"properties": {"a": {"x-merge": "max"}}}, "/properties/a", "unknown merge policy"),
         ({"properties": {"a": {"x-merge": 3}}}, "/properties/a", "must be a string"),
         ({"properties": {"a": {"x-merge": "custom:"}}}, "/properties/a", "function name"),
         (
@@ -188,6 +180,7 @@ def test_accepts_every_policy_name() -> None:
         "f": {"x-merge": "union:g"},
         "g": {"x-merge": "union:2p", "type": "array"},
         "h": {"x-merge": "union:lww"},
+        "o": {"x-merge": "union:or"},
         "i": {"x-merge": "custom:max", "type": "number"},
         "j": {"type": "array", "items": {"x-merge": "counter"}},
         "k": {"anyOf": [{"x-merge": "lww"}]},
@@ -199,10 +192,12 @@ def test_accepts_every_policy_name() -> None:
     assert policies == {
         "a": "lww", "b": "mvr", "c": "counter", "d": "text", "e": "union", "f": "union:g",
         "g": "union:2p", "h": "union:lww", "i": "custom:max", "j": "lww", "k": "lww",
+        "o": "union:or",
     }  # fmt: skip
     assert node(schema, "j", 0).policy == "counter"
     assert node(schema, "c").container_kind == "COUNTER"
-    assert node(schema, "h").container_kind == "SET"
+    assert node(schema, "h").container_kind == "LWW_SET"
+    assert node(schema, "o").container_kind == "SET"
     assert node(schema, "i").container_kind is None
 
 
@@ -351,6 +346,7 @@ def test_container_kinds_fit_types_and_policies(schema: Schema) -> None:
         ("title", TEXT, "needs x-merge 'text'"),
         ("score", COUNTER, "needs x-merge 'counter'"),
         ("todos", SET, "needs x-merge 'union'"),
+        ("tags", NewContainer(Kind.GSET), "holds a set, not a grow-only set"),
         ("notes", "plain", "holds a text, not a plain value"),
         ("likes", 3, "holds a counter, not a plain value"),
         ("likes", TEXT, "holds a counter, not a text"),

@@ -24,12 +24,14 @@ Each check returns a :class:`Violation` (where in the document, why) or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from jsonschema.exceptions import ValidationError
-
+from gether.core.schema.policies import KIND_WORDS, POLICY_OF_KIND
 from gether.core.schema.tree import Node, Schema
 from gether.errors import SchemaRejectedError, SchemaViolationError
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 Path = tuple[str | int, ...]
 
@@ -167,17 +169,20 @@ def _kind_problem(node: Node, kind: str | None) -> str | None:
     if needed is not None:
         if kind == needed:
             return None
-        what = f"a {kind.lower()}" if kind is not None else "a plain value"
-        return f"an x-merge {node.policy!r} field holds a {needed.lower()}, not {what}"
+        what = f"a {KIND_WORDS.get(kind, kind)}" if kind is not None else "a plain value"
+        return f"an x-merge {node.policy!r} field holds a {KIND_WORDS[needed]}, not {what}"
     if kind is None:
         return None
-    if kind in ("TEXT", "COUNTER", "SET"):
-        policy = {"TEXT": "text", "COUNTER": "counter", "SET": "union"}[kind]
-        return f"a {kind.lower()} needs x-merge {policy!r} (this field's is {node.policy!r})"
+    policy = POLICY_OF_KIND.get(kind)
+    if policy is not None:
+        return (
+            f"a {KIND_WORDS[kind]} needs x-merge {policy!r} in the schema "
+            f"(this field's is {node.policy!r})"
+        )
     json_type = {"MAP": "object", "LIST": "array"}.get(kind)
     types = node.types
     if json_type is not None and types is not None and json_type not in types:
-        return f"a {kind.lower()} is not of type {' or '.join(sorted(types))}"
+        return f"a {KIND_WORDS[kind]} is not of type {' or '.join(sorted(types))}"
     return None
 
 

@@ -23,13 +23,8 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError as JsonSchemaError
-from jsonschema.exceptions import ValidationError, best_match
-from jsonschema.protocols import Validator
 
 from gether.core.schema.policies import (
     LWW,
@@ -40,6 +35,13 @@ from gether.core.schema.policies import (
     container_kind,
 )
 from gether.errors import SchemaError
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
+
+# jsonschema is imported when a schema is first compiled, so that documents
+# without one (and ``import gether``) do not pay for it
 
 DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 
@@ -96,6 +98,9 @@ class Schema:
     def __init__(self, source: Mapping[str, Any]) -> None:
         self.source: dict[str, Any] = _plain_json(source)
         _check_draft(self.source)
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError as JsonSchemaError
+
         try:
             Draft202012Validator.check_schema(self.source)
         except JsonSchemaError as exc:
@@ -332,6 +337,8 @@ class Node:
             if self.deep:
                 validator = self._schema.validator(self.subschema)
             else:
+                from jsonschema import Draft202012Validator
+
                 shallow = [
                     {k: v for k, v in m.items() if k in SHALLOW_KEYWORDS} for _, m in self._chain
                 ]
@@ -444,6 +451,8 @@ def _types_of(members: list[dict[str, Any]]) -> frozenset[str] | None:
 
 
 def _first_error(validator: Validator, value: Any) -> ValidationError | None:
+    from jsonschema.exceptions import best_match
+
     error: ValidationError | None = best_match(validator.iter_errors(value))
     return error
 
