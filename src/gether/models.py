@@ -39,7 +39,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, cast
 
-from gether.core.proxies import Counter, MapProxy, Text
+from gether.core.proxies import Counter, MapProxy, Set, Text
 from gether.core.schema import CONTAINER_POLICIES, DRAFT, check_policy
 from gether.errors import SchemaError, UsageError
 
@@ -52,6 +52,15 @@ _SCALARS: dict[object, str] = {
     bool: "boolean",
     type(None): "null",
     None: "null",
+}
+
+
+_SET_VARIANTS = {
+    "union": "or",
+    "union:or": "or",
+    "union:g": "g",
+    "union:2p": "2p",
+    "union:lww": "lww",
 }
 
 
@@ -199,7 +208,7 @@ def _nullable(schema: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _initial(value: object) -> Any:
-    if isinstance(value, Text | Counter):
+    if isinstance(value, Text | Counter | Set):
         return value.initial
     raise TypeError(f"{type(value).__name__} is not JSON")
 
@@ -243,10 +252,11 @@ def model_view(target: Any, cls: type[T]) -> T:
     It is typed as ``cls`` for editors and type checkers; at run time it is a
     view, not an instance. Fields read as: scalars as values; nested models as
     views; lists, dicts, texts, counters and sets as the document's live
-    proxies; a missing field as its default (``AttributeError`` if it has
-    none). Assigned values are converted by the annotation: a dataclass
-    instance becomes a map, a ``str`` in a ``text`` field a ``gether.Text``,
-    an ``int`` in a ``counter`` field a ``gether.Counter``.
+    proxies; a missing field as its default, a plain value (``AttributeError``
+    if it has none): assign a field before editing it in place. Assigned
+    values are converted by the annotation: a dataclass instance becomes a
+    map, a ``str`` in a ``text`` field a ``gether.Text``, an ``int`` in a
+    ``counter`` field a ``gether.Counter``, a set a ``gether.Set``.
     """
     if not _is_dataclass(cls):
         raise UsageError(f"model_view takes a dataclass, not {cls!r}")
@@ -360,7 +370,8 @@ def _to_document(value: Any, hint: Any) -> Any:
     args = typing.get_args(inner)
     origin = typing.get_origin(inner)
     if isinstance(value, set | frozenset):
-        return sorted(value, key=_order)
+        variant = _SET_VARIANTS.get(policy, "or")
+        return Set(sorted(value, key=_order), variant)
     if origin is list and isinstance(value, list | tuple):
         return [_to_document(v, args[0] if args else Any) for v in value]
     if origin is dict and isinstance(value, Mapping):

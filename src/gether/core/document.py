@@ -766,11 +766,13 @@ class Document:
         log = self._log
         errors: list[tuple[object, GetherError]] = []
         for item in events:
+            event_id = getattr(item, "id", None)
             try:
                 event = item if isinstance(item, Event) else Event.from_bytes(item)
+                event_id = event.id
                 log.stage(event)
             except GetherError as exc:
-                errors.append((getattr(item, "id", None), exc))
+                errors.append((event_id, exc))
         errors.extend(log.authenticate())
         applied: list[Event] = []
         while True:
