@@ -166,6 +166,13 @@ def test_valid_edits_go_through(doc: gether.Document) -> None:
     assert doc.validate() == []
 
 
+def test_ids_undone_by_a_rollback_are_placed_anew(doc: gether.Document) -> None:
+    refused(doc, lambda: doc.__setitem__("todos", [{"done": True}]), ("todos", 0), "required")
+    doc["shape"] = {"r": 1}  # the same counters again: new containers, other places
+    doc["shape"]["r"] = 2
+    assert doc.get("shape") == {"r": 2}
+
+
 def test_a_caught_violation_leaves_the_transaction_usable(doc: gether.Document) -> None:
     with doc.transaction():
         doc["likes"] = 1

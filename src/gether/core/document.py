@@ -61,11 +61,6 @@ from gether.core.values import (
     check_text,
     element_key,
 )
-
-if TYPE_CHECKING:
-    from gether.core.schema import Schema, Violation
-    from gether.core.validation import SchemaGuard
-
 from gether.errors import (
     DecodeError,
     GetherError,
@@ -78,6 +73,10 @@ from gether.errors import (
     TypeMismatchError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from gether.core.schema import Schema, Violation
+    from gether.core.validation import SchemaGuard
 
 PathLike = str | tuple[str | int, ...] | list[str | int]
 EventListener = Callable[[Sequence[Event], bool], None]
@@ -313,7 +312,7 @@ class Document:
         if not ops:
             return
         if self._guard is not None:  # raises, rolled back, if the state breaks the schema
-            self._guard.commit(self, ops, self._local_log().tip(self._replica)[2])
+            self._guard.commit(self, ops)
         log = self._local_log()
         me = self._replica
         count, tip_hash, end = log.tip(me)
@@ -363,14 +362,14 @@ class Document:
 
     def _rollback(self) -> None:
         self._ops = None
-        if self._guard is not None:
-            self._guard.reset()
         self._use_state(self._rebuilt_state(self._log.events_since(None)))
 
     def _use_state(self, state: DocState) -> None:
         state.merge_for = self._state.merge_for
         self._state = state
         self._nodes.clear()  # ids of containers undone may be given to new ones
+        if self._guard is not None:
+            self._guard.forget()
 
     @staticmethod
     def _rebuilt_state(events: Iterable[Event]) -> DocState:

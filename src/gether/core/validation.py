@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 Path = tuple[str | int, ...]
 Places = Mapping[ContainerId, tuple[ContainerId, str | None]]
 Plan = list[tuple[ContainerId, Node, bool]]
+_UNKNOWN: Final[Any] = object()
 """Containers to check after an event: id, node, created by the event."""
 
 _EMPTY: Final[dict[int, Any]] = {
@@ -80,12 +81,13 @@ _POLICY_VALUES: Final[dict[str, tuple[type, ...]]] = {
 class SchemaGuard:
     """One document's schema checks, and what the open transaction touched."""
 
-    __slots__ = ("_before", "_touched", "schema")
+    __slots__ = ("_before", "_nodes", "_touched", "schema")
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self._before: dict[ContainerId, Any] = {}
         self._touched: set[ContainerId] = set()
+        self._nodes: dict[ContainerId, Node | None] = {}
 
     # -- local edits ------------------------------------------------------------------
 
@@ -147,10 +149,13 @@ class SchemaGuard:
             if ancestor_node.deep and ancestor not in before:
                 before[ancestor] = _value_of(state, ancestor, ancestor_node)
 
-    def commit(self, doc: Document, ops: Sequence[Op], counter: int) -> None:
-        """At the end of a transaction whose first op has ``counter``: the state
-        checks. On a violation the transaction is rolled back and
-        ``SchemaViolationError`` raised."""
+    def commit(self, doc: Document, ops: Sequence[Op]) -> None:
+        """At the end of a transaction: the state checks. On a violation the
+        transaction is rolled back and ``SchemaViolationError`` raised."""
+        if not self._before and not any(map(_makes_containers, ops)):
+            self.reset()  # nothing it touched has constraints on its state
+            return
+        counter = doc._local_log().next_counter(doc.replica_id)
         try:
             plan = _plan(doc, ops, doc.replica_id, counter, {})
             before = [ABSENT if new else self._before.get(cid, ABSENT) for cid, _, new in plan]
@@ -165,6 +170,12 @@ class SchemaGuard:
         """Forget the transaction (committed or rolled back)."""
         self._before.clear()
         self._touched.clear()
+
+    def forget(self) -> None:
+        """The state was rebuilt: forget the transaction, and the nodes found
+        (the ids of containers undone may be given to new ones)."""
+        self.reset()
+        self._nodes.clear()
 
     def _plain(self, parent: Node, key: str | int, value: Any, path: Path) -> Violation | None:
         """Check a plain value about to be written at ``key`` of ``parent``, and
@@ -245,15 +256,38 @@ class SchemaGuard:
 
 
 def _node(doc: Document, container_id: ContainerId, places: Places) -> Node | None:
-    """The schema node of a container (``places``: where the event being checked
-    puts the containers it creates, which the state does not hold yet)."""
-    place = places.get(container_id)
-    if place is not None:
-        parent = _node(doc, place[0], places)
-        return parent.child(place[1] if place[1] is not None else 0) if parent else None
-    if container_id != ROOT and doc._state.parent_of(container_id) is None:
-        return None  # not placed (yet): asking the document would remember "none"
-    return cast(Node | None, doc._node_of(container_id))
+    """The schema node of a container, found from where it was created, as
+    ``Document._node_of`` does (``places``: where the event being checked puts
+    the containers it creates, which the state does not hold yet). ``None``
+    where the schema says nothing, or for a container linked inside itself."""
+    guard = doc._guard
+    assert guard is not None
+    cached = guard._nodes.get(container_id, _UNKNOWN)
+    if cached is not _UNKNOWN:
+        return cast(Node | None, cached)
+    keys: list[str | None] = []
+    seen: set[ContainerId] = set()
+    current = container_id
+    placed = True  # by the state alone: then the answer can be remembered
+    while current != ROOT:
+        if current in seen or len(seen) > 10_000:
+            return None
+        seen.add(current)
+        place = places.get(current)
+        if place is not None:
+            placed = False
+        else:
+            place = doc._state.parent_of(current)
+            if place is None:
+                return None  # not placed yet
+        keys.append(place[1])
+        current = place[0]
+    node: Node | None = guard.schema.root
+    for key in reversed(keys):
+        node = node.child(key if key is not None else 0) if node is not None else None
+    if placed:
+        guard._nodes[container_id] = node
+    return node
 
 
 def _parent(doc: Document, container_id: ContainerId, places: Places) -> tuple[Any, Any] | None:
@@ -263,8 +297,12 @@ def _parent(doc: Document, container_id: ContainerId, places: Places) -> tuple[A
 def _ancestors(
     doc: Document, container_id: ContainerId, places: Places
 ) -> list[tuple[ContainerId, Node]]:
-    """The ancestors of a container that have a schema node, nearest first."""
+    """The ancestors of a container that have a schema node, nearest first
+    (none when no node of the schema has deep constraints: nobody asks)."""
     found: list[tuple[ContainerId, Node]] = []
+    guard = doc._guard
+    if guard is None or not guard.schema.deep:
+        return found
     place = _parent(doc, container_id, places) if container_id != ROOT else None
     while place is not None and len(found) < 1000:
         ancestor = place[0]
@@ -350,6 +388,16 @@ def _plan(doc: Document, ops: Sequence[Op], author: str, counter: int, places: P
                 seen.add(ancestor)
                 plan.append((ancestor, ancestor_node, ancestor in created))
     return plan
+
+
+def _makes_containers(op: Op) -> bool:
+    """Whether an op creates or links a container."""
+    kind = op[0]
+    if kind in (MAP_SET, LIST_SET):
+        return type(op[3]) is NewContainer or type(op[3]) is NamedRef
+    if kind == LIST_INSERT:
+        return any(type(v) is NewContainer or type(v) is NamedRef for v in op[4])
+    return False
 
 
 def _note(value: Any, op_id: Any, created: set[Any], order: dict[Any, None]) -> None:

@@ -93,7 +93,7 @@ DEEP_KEYWORDS: Final = frozenset({
 class Schema:
     """A compiled document schema. Immutable; share one between documents."""
 
-    __slots__ = ("_nodes", "_patterns", "_validator", "digest", "root", "source")
+    __slots__ = ("_nodes", "_patterns", "_validator", "deep", "digest", "root", "source")
 
     def __init__(self, source: Mapping[str, Any]) -> None:
         self.source: dict[str, Any] = _plain_json(source)
@@ -112,6 +112,8 @@ class Schema:
         self._nodes: dict[str, Node] = {}
         self._patterns: dict[str, re.Pattern[str]] = {}
         _Walker(self).walk(self.source, "", navigable=True)
+        self.deep = any(node.deep for node in self._nodes.values())
+        """Whether any node has deep constraints (so edits must look at ancestors)."""
         root = self.node("")
         assert root is not None
         if root.types is not None and "object" not in root.types:
