@@ -22,6 +22,7 @@ from gether.core.proxies import (
     Text,
     TextProxy,
 )
+from gether.core.schema import Schema
 from gether.document import Document
 from gether.errors import (
     ConnectionFailedError,
@@ -42,6 +43,9 @@ from gether.errors import (
     ReadOnlyError,
     RejectedEventsError,
     RemoteError,
+    SchemaError,
+    SchemaRejectedError,
+    SchemaViolationError,
     SignatureError,
     StorageError,
     StorageFullError,
@@ -51,6 +55,7 @@ from gether.errors import (
     UsageError,
 )
 from gether.merges import register_merge
+from gether.models import Merge, schema_of
 
 if TYPE_CHECKING:
     from gether.client import ClientSession
@@ -101,6 +106,7 @@ __all__ = [
     "LimitExceededError",
     "ListProxy",
     "MapProxy",
+    "Merge",
     "Move",
     "OutOfRangeError",
     "PathChange",
@@ -110,6 +116,10 @@ __all__ = [
     "RejectedEventsError",
     "RemoteError",
     "Replace",
+    "Schema",
+    "SchemaError",
+    "SchemaRejectedError",
+    "SchemaViolationError",
     "Set",
     "SetProxy",
     "SignatureError",
@@ -126,4 +136,5 @@ __all__ = [
     "Version",
     "connect",
     "register_merge",
+    "schema_of",
 ]

@@ -4,21 +4,27 @@ replicas opened on a store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import Self
+from typing import Any, Self, TypeVar
 
 from gether.core.document import Document as _CoreDocument
 from gether.core.event import Event
 from gether.core.hlc import Clock
 from gether.core.keys import SigningKey
+from gether.core.policy import MergeFunction
+from gether.core.schema import Schema
 from gether.errors import CorruptStoreError, GetherError, UsageError
 from gether.merges import registered
+from gether.models import is_model, model_view, schema_of
 from gether.runtime import new_replica_id, new_seed, new_signing_key, wall_clock
 from gether.store import BlockingStore, Identity, Snapshot, open_blocking_store
 from gether.store.journal import SnapshotPolicy, StoreJournal
 
 Progress = Callable[[int, int], None]
+SchemaLike = Schema | Mapping[str, Any] | type
+"""A JSON Schema (dict or compiled ``Schema``) or a dataclass (a typed model)."""
+M = TypeVar("M")
 
 
 class Document(_CoreDocument):
@@ -30,13 +36,38 @@ class Document(_CoreDocument):
         *,
         key: SigningKey | None = None,
         clock: Clock | None = wall_clock,
+        schema: SchemaLike | None = None,
     ) -> None:
+        """``schema``: a JSON Schema (with ``x-merge`` policies) or a dataclass
+        that every edit and received event is validated against."""
         replica_id, key = self._identity(replica_id, key)
-        super().__init__(replica_id, key, clock, merges=registered)
+        super().__init__(replica_id, key, clock, merges=registered, schema=_schema(schema))
 
     @staticmethod
     def _default_clock() -> Clock | None:
         return wall_clock
+
+    @staticmethod
+    def _default_merges() -> Mapping[str, MergeFunction]:
+        return registered
+
+    @classmethod
+    def load(
+        cls,
+        data: bytes,
+        replica_id: str | None = None,
+        key: SigningKey | None = None,
+        clock: Clock | None = None,
+        *,
+        schema: SchemaLike | None = None,
+    ) -> Self:
+        return super().load(data, replica_id, key, clock, schema=_schema(schema))
+
+    def model(self, cls: type[M]) -> M:
+        """A live, typed view of this document as the dataclass ``cls``:
+        attributes read the document and assignments write to it (see
+        ``gether.models.model_view``)."""
+        return model_view(self, cls)
 
     @classmethod
     def _identity(cls, replica_id: str | None, key: SigningKey | None) -> tuple[str, SigningKey]:
@@ -56,6 +87,7 @@ class Document(_CoreDocument):
         snapshots: SnapshotPolicy | None = None,
         read_only: bool = False,
         progress: Progress | None = None,
+        schema: SchemaLike | None = None,
     ) -> Self:
         """A replica of ``doc_id`` kept in the store at ``url`` (``sqlite:///notes.db``,
         ``postgresql://...``, ``memory://name``).
@@ -68,14 +100,17 @@ class Document(_CoreDocument):
 
         ``read_only`` opens a view for inspection that writes nothing, not even
         an identity; ``progress(done, total)`` is called as events are replayed.
+        ``schema`` validates what happens from now on (the stored events were
+        checked when they were stored).
         """
         if (replica_id is None) != (key is None):
             raise UsageError("pass both replica_id and key, or neither")
+        compiled = _schema(schema)
         store = open_blocking_store(url)
         try:
             if read_only:
                 doc = cls._from_store(
-                    store, doc_id, new_replica_id(), new_signing_key(), clock, progress
+                    store, doc_id, new_replica_id(), new_signing_key(), clock, progress, compiled
                 )
                 doc._read_only = True
                 return doc
@@ -83,7 +118,7 @@ class Document(_CoreDocument):
                 fresh = Identity(new_replica_id(), new_seed())
                 identity = store.claim_identity(doc_id, fresh)
                 replica_id, key = identity.replica_id, SigningKey(identity.seed)
-            doc = cls._from_store(store, doc_id, replica_id, key, clock, progress)
+            doc = cls._from_store(store, doc_id, replica_id, key, clock, progress, compiled)
 
             def snapshot() -> None:
                 cls.refresh_snapshot(url, doc_id)
@@ -106,14 +141,15 @@ class Document(_CoreDocument):
         key: SigningKey,
         clock: Clock | None,
         progress: Progress | None = None,
+        schema: Schema | None = None,
     ) -> Self:
         snapshot = store.load_snapshot(doc_id)
         doc: Self | None = None
         if snapshot is not None:
             with suppress(GetherError):  # a bad snapshot costs time, never data
-                doc = cls.load(snapshot.data, replica_id, key, clock)
+                doc = cls.load(snapshot.data, replica_id, key, clock, schema=schema)
         if doc is None:
-            doc = cls(replica_id, key=key, clock=clock)
+            doc = cls(replica_id, key=key, clock=clock, schema=schema)
         tail = store.events(doc_id, doc.version)
         _check_links(doc, tail)
         step = max(1, len(tail) // 100)
@@ -152,6 +188,17 @@ class Document(_CoreDocument):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _schema(schema: SchemaLike | None) -> Schema | None:
+    """A compiled schema from a JSON Schema, a ``Schema`` or a dataclass."""
+    if schema is None or isinstance(schema, Schema):
+        return schema
+    if is_model(schema):
+        return Schema(schema_of(schema))  # type: ignore[arg-type]
+    if isinstance(schema, Mapping):
+        return Schema(schema)
+    raise UsageError(f"a schema is a JSON Schema dict or a dataclass, not {schema!r}")
 
 
 def _check_links(doc: _CoreDocument, events: list[Event]) -> None:

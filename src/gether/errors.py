@@ -9,6 +9,8 @@
     │   ├── OutOfRangeError          an index or range outside a list or text
     │   ├── TypeMismatchError        a container used as another type
     │   ├── ReadOnlyError            an edit on a read-only view (``doc.at(...)``)
+    │   ├── SchemaError              a schema that is not valid, or not usable by Gether
+    │   ├── SchemaViolationError     a local edit the document's schema does not allow
     │   └── IncompleteHistoryError   events given to a store without their causes
     ├── RemoteError                  input from elsewhere that is malformed or forged
     │   ├── DecodeError              bytes that are not a valid encoding
@@ -17,7 +19,8 @@
     │   │   ├── HashMismatchError    a parent hash that is not the parent's hash
     │   │   ├── SignatureError       a missing or forged signature
     │   │   ├── InvalidKeyError      a malformed or small-order public key
-    │   │   └── EquivocationError    one (replica, seq) with two different hashes
+    │   │   ├── EquivocationError    one (replica, seq) with two different hashes
+    │   │   └── SchemaRejectedError  an event that breaks the document's schema
     │   ├── LimitExceededError       input over a configured limit
     │   └── ProtocolViolationError   a well-formed message that breaks the sync protocol
     ├── StorageError                 the event store failed; nothing was written
@@ -83,6 +86,40 @@ class ReadOnlyError(UsageError):
     code = "read_only"
 
 
+class SchemaError(UsageError):
+    """A schema that is not a valid JSON Schema (Draft 2020-12), or that Gether
+    cannot use: an unknown ``x-merge`` policy, a policy that does not fit the
+    field's type, a ``$ref`` that is not a local JSON pointer.
+
+    ``path`` is where in the schema, as a JSON pointer (``"/properties/tags"``).
+    """
+
+    code = "invalid_schema"
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"schema at #{path}: {message}" if path else message)
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    return "/".join(str(p) for p in path) or "/"
+
+
+class SchemaViolationError(UsageError):
+    """A local edit that the document's schema does not allow; nothing changed.
+
+    ``path`` is where in the document (a tuple of keys and indices) and
+    ``reason`` why, in the words of the JSON Schema validator.
+    """
+
+    code = "schema_violation"
+
+    def __init__(self, path: Sequence[str | int], reason: str) -> None:
+        self.path = tuple(path)
+        self.reason = reason
+        super().__init__(f"{_where(self.path)}: {reason}")
+
+
 class IncompleteHistoryError(UsageError):
     """Events appended to a store whose parents are neither stored nor appended with them."""
 
@@ -135,6 +172,22 @@ class EquivocationError(InvalidEventError):
     """Two different events claim the same (replica, seq)."""
 
     code = "equivocation"
+
+
+class SchemaRejectedError(InvalidEventError):
+    """A received event that breaks the document's schema, judged on its own
+    causal past; it was rejected whole and changed nothing.
+
+    ``path`` and ``reason`` as in ``SchemaViolationError``.
+    """
+
+    code = "schema_rejected"
+
+    def __init__(self, path: Sequence[str | int], reason: str, event: object = None) -> None:
+        self.path = tuple(path)
+        self.reason = reason
+        message = f"{_where(self.path)}: {reason}"
+        super().__init__(f"{event}: {message}" if event is not None else message)
 
 
 class LimitExceededError(RemoteError):
@@ -222,6 +275,9 @@ __all__ = [
     "ProtocolViolationError",
     "RejectedEventsError",
     "RemoteError",
+    "SchemaError",
+    "SchemaRejectedError",
+    "SchemaViolationError",
     "SignatureError",
     "StorageError",
     "StorageFullError",

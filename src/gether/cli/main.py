@@ -81,6 +81,18 @@ def replay(url: str, doc_id: str, at: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("target")
+def schema(target: str) -> None:
+    """Print the JSON Schema of a typed model: TARGET is module:Class (a dataclass)."""
+    from gether.cli.schema import schema_json
+
+    def show() -> None:
+        click.echo(schema_json(target))
+
+    _guarded(show)
+
+
+@main.command()
 @click.option(
     "--store",
     "store_url",

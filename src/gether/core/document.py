@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from gether.core import proxies
 from gether.core.changes.model import MISSING
@@ -76,6 +76,10 @@ from gether.errors import (
     UsageError,
 )
 
+if TYPE_CHECKING:
+    from gether.core.schema import Schema, Violation
+    from gether.core.validation import SchemaGuard
+
 PathLike = str | tuple[str | int, ...] | list[str | int]
 EventListener = Callable[[Sequence[Event], bool], None]
 """Called with events just recorded, and whether they are local edits."""
@@ -108,6 +112,7 @@ class Document:
         *,
         policies: PolicyNode | None = None,
         merges: Mapping[str, MergeFunction] | None = None,
+        schema: Schema | Mapping[str, Any] | None = None,
     ) -> None:
         self._replica = check_replica_id(replica_id)
         self._key = key
@@ -128,7 +133,39 @@ class Document:
         self._ops: list[Op] | None = None
         self._counter = 0
         self._txn_hlc = 0
+        self._guard: SchemaGuard | None = None
         self._set_policies(policies, merges)
+        if schema is not None:
+            if policies is not None:
+                raise UsageError("pass a schema or policies, not both")
+            self._use_schema(schema)
+
+    def _use_schema(self, schema: Schema | Mapping[str, Any]) -> None:
+        """Validate every edit and received event against ``schema`` (a JSON
+        Schema, see ``core/schema``), whose ``x-merge`` keywords give the fields'
+        policies."""
+        from gether.core.schema import compile_schema
+        from gether.core.validation import SchemaGuard
+
+        compiled = compile_schema(schema)
+        merges = self._merges or self._default_merges()
+        self._set_policies(compiled.root, merges)
+        self._guard = SchemaGuard(compiled)
+
+    @property
+    def schema(self) -> Schema | None:
+        """The schema every edit and received event is validated against, if any."""
+        return self._guard.schema if self._guard is not None else None
+
+    def validate(self) -> list[Violation]:
+        """Every way the current state breaks the schema (``[]`` without one).
+
+        Each event was valid on its own causal past, but merging concurrent
+        valid events can still break constraints on a container's state
+        (``maxItems``, ``uniqueItems``, ``pattern``...); such violations stay
+        (convergence wins) until an edit repairs them. See docs/architecture.md.
+        """
+        return self._guard.violations(self) if self._guard is not None else []
 
     def _set_policies(
         self, policies: PolicyNode | None, merges: Mapping[str, MergeFunction] | None
@@ -194,10 +231,13 @@ class Document:
         replica_id: str | None = None,
         key: SigningKey | None = None,
         clock: Clock | None = None,
+        *,
+        schema: Schema | Mapping[str, Any] | None = None,
     ) -> Self:
         """Open a saved document as a replica (a new one unless ``replica_id`` and
         its ``key`` are given). Only the state is decoded now; history waits
-        until something needs it."""
+        until something needs it. ``schema`` validates what happens next (the
+        saved events are not checked again)."""
         saved = decode_document(data)
         replica_id, key = cls._identity(replica_id, key)
         doc = cls._blank(replica_id, key, clock if clock is not None else cls._default_clock())
@@ -209,6 +249,8 @@ class Document:
         doc._saved = saved
         doc._tips = saved.tips()
         doc._clock.observe(saved.max_hlc())
+        if schema is not None:
+            doc._use_schema(schema)
         if saved.staged:
             # they were waiting before the save and may wait again
             with suppress(RejectedEventsError):
@@ -273,6 +315,8 @@ class Document:
         self._ops = None
         if not ops:
             return
+        if self._guard is not None:  # raises, rolled back, if the state breaks the schema
+            self._guard.commit(self, ops)
         log = self._local_log()
         me = self._replica
         count, tip_hash, end = log.tip(me)
@@ -330,6 +374,9 @@ class Document:
     def _use_state(self, state: DocState) -> None:
         state.merge_for = self._state.merge_for
         self._state = state
+        self._nodes.clear()  # ids of containers undone may be given to new ones
+        if self._guard is not None:
+            self._guard.forget()
 
     @staticmethod
     def _rebuilt_state(events: Iterable[Event]) -> DocState:
@@ -363,6 +410,8 @@ class Document:
         seq = container.seq
         if not 0 <= pos <= seq.visible:
             raise OutOfRangeError(f"insert at {pos} outside text of length {seq.visible}")
+        if self._guard is not None:
+            self._guard.touch(self, container_id)
         counter = self._begin()[0] if self._ops is None else self._counter
         left, right = seq.local_insert(pos, self._replica, counter, len(text), text)
         self._push((TEXT_INSERT, container_id, left, right, text))
@@ -375,6 +424,8 @@ class Document:
             raise OutOfRangeError(
                 f"delete {count} at {pos} outside sequence of length {container.seq.visible}"
             )
+        if self._guard is not None:
+            self._guard.touch(self, container_id)
         self._begin()
         if kind is Kind.TEXT:
             spans = container.seq.local_delete(pos, count)
@@ -396,6 +447,9 @@ class Document:
             if kind is not None:
                 values = [_initial_for(kind, v) for v in values]
         op_values = tuple(proxies.check_value(v) for v in values)
+        if self._guard is not None:
+            self._guard.items(self, container_id, pos, values)
+            self._guard.touch(self, container_id)
         with self.transaction():
             counter, hlc = self._begin()
             op = self._state.local_list_insert(
@@ -414,6 +468,9 @@ class Document:
             if kind is not None:
                 value = _initial_for(kind, value)
         op_value, nested = proxies.check_value(value)
+        if self._guard is not None:
+            self._guard.items(self, container_id, index, [value])
+            self._guard.touch(self, container_id)
         element_id = container.element_at(index)
         with self.transaction():
             counter, hlc = self._begin()
@@ -431,12 +488,16 @@ class Document:
             raise OutOfRangeError(f"move {src} -> {dst} outside list of length {length}")
         if src == dst:
             return
+        if self._guard is not None:
+            self._guard.touch(self, container_id)
         counter, hlc = self._begin()
         self._push(self._state.local_list_move(container, src, dst, self._replica, counter, hlc))
 
     def _map_set(self, container_id: ContainerId, key: str, value: Any) -> None:
         container: MapState = self._container(container_id, Kind.MAP)
         check_key(key)
+        if self._guard is not None:
+            self._guard.map_set(self, container_id, key, value)
         if self._policies is not None:
             kind = CONTAINER_POLICIES.get(self._policy_at(container_id, key))
             if kind is not None:
@@ -563,6 +624,8 @@ class Document:
         self._set_write(container, check_scalar(value), SET_REMOVE)
 
     def _set_write(self, container: SetState, value: Scalar, kind: int) -> None:
+        if self._guard is not None:
+            self._guard.set_write(self, container.id, value, kind == SET_ADD)
         counter, hlc = self._begin()
         register = container.register(value)
         pred = register.live_ids()
@@ -572,6 +635,8 @@ class Document:
         self._push((kind, container.id, value, pred))
 
     def _map_write(self, container: MapState, key: str, op_value: Any) -> OpId:
+        if self._guard is not None:
+            self._guard.map_write(self, container.id, key, op_value)
         counter, hlc = self._begin()
         register = container.entries.get(key)
         if register is None:
@@ -597,6 +662,8 @@ class Document:
         if type(delta) is not int:
             raise TypeMismatchError("counters count in integers")
         check_int(delta)
+        if self._guard is not None:
+            self._guard.touch(self, container_id)
         self._begin()
         container.value += delta
         self._push((COUNTER_ADD, container_id, delta))
@@ -704,11 +771,13 @@ class Document:
         log = self._log
         errors: list[tuple[object, GetherError]] = []
         for item in events:
+            event_id = getattr(item, "id", None)
             try:
                 event = item if isinstance(item, Event) else Event.from_bytes(item)
+                event_id = event.id
                 log.stage(event)
             except GetherError as exc:
-                errors.append((getattr(item, "id", None), exc))
+                errors.append((event_id, exc))
         errors.extend(log.authenticate())
         applied: list[Event] = []
         while True:
@@ -771,7 +840,10 @@ class Document:
         for op in event.ops:
             state.check(op, ctx, counter)
             counter += op_length(op)
-        _apply_ops(state, event)
+        if self._guard is None:
+            _apply_ops(state, event)
+        else:  # judged on the event's causal past; raises, state unchanged, if invalid
+            self._guard.integrate(self, event, _apply_ops)
         if seq == 1:
             log.bind_key(author, event.key_id, key)
         log.record(event, vector)
@@ -876,6 +948,8 @@ class Document:
     def _spawn(self, replica_id: str, key: SigningKey) -> Self:
         doc = self._blank(replica_id, key, self._clock_source)
         doc._set_policies(self._policies, self._merges)
+        if self._guard is not None:
+            doc._use_schema(self._guard.schema)
         return doc
 
     @classmethod
@@ -914,6 +988,11 @@ class Document:
     def _default_clock() -> Clock | None:
         """The clock of documents made without one: none in the pure core."""
         return None
+
+    @staticmethod
+    def _default_merges() -> Mapping[str, MergeFunction]:
+        """The custom merges a schema may name, when none were given."""
+        return {}
 
     @classmethod
     def _identity(cls, replica_id: str | None, key: SigningKey | None) -> tuple[str, SigningKey]:

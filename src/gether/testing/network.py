@@ -85,6 +85,11 @@ class SimulatedNetwork:
     two parts, or has its events shuffled. ``delivery`` is the chance that a
     batch in flight is delivered in a given :meth:`deliver_some` round; the
     rest are delayed. Replicas are addressed by their index in ``replicas``.
+
+    A replica that rejects events (``RejectedEventsError``: a forged event, or
+    one its schema refuses) raises out of the delivery, unless
+    ``keep_rejections`` is set: then the rejected ids are added to
+    :attr:`rejected` (by replica index) and delivery goes on.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class SimulatedNetwork:
         split: float = 0.2,
         reorder: float = 0.5,
         delivery: float = 0.5,
+        keep_rejections: bool = False,
     ) -> None:
         for name, chance in [
             ("drop", drop),
@@ -120,6 +126,9 @@ class SimulatedNetwork:
         self._resend: list[Batch] = []
         self._group_of: dict[int, int] | None = None
         self.stats = NetworkStats()
+        self.keep_rejections = keep_rejections
+        self.rejected: dict[int, set[tuple[str, int] | None]] = {}
+        """The ids of the events each replica rejected (``keep_rejections``)."""
         self.log: list[tuple[str, int, int, int]] = []
         """``(what, sender, recipient, events)`` for every network action, in order.
 
@@ -290,7 +299,13 @@ class SimulatedNetwork:
         """Hand encoded events to a replica, remembering they came from the network."""
         replica = self._replicas[index]
         replica.received.update(event_id for event_id, _ in pairs)
-        replica.doc.apply_events([data for _, data in pairs])
+        try:
+            replica.doc.apply_events([data for _, data in pairs])
+        except gether.RejectedEventsError as exc:
+            if not self.keep_rejections:
+                raise
+            ids = {(i[0], i[1]) if isinstance(i, tuple) else None for i, _ in exc.rejected}
+            self.rejected.setdefault(index, set()).update(ids)
         self.stats.batches_delivered += 1
         self.stats.events_delivered += len(pairs)
 
