@@ -327,3 +327,29 @@ def test_replicas_with_policies_converge(
     fresh = replica("fresh")
     fresh.apply_events(history)
     assert fresh.to_json() == first
+
+
+def test_named_containers_are_placed_by_their_name_not_by_links() -> None:
+    """A link of a named map inside itself (forged: no honest edit makes one)
+    neither loops nor moves it: every replica reads the place from the name."""
+    from gether.core.ids import named_container
+    from gether.core.policy import derived_name, named_place
+    from gether.core.values import Kind, NamedRef
+
+    rogue = gether.Document("rogue")
+    inner = rogue.map("m")
+    state = rogue._state.containers[inner.container_id]
+    with rogue.transaction():
+        rogue._map_write(state, "k", NamedRef("m", Kind.MAP))  # type: ignore[arg-type]
+    a = replica("a")
+    a.apply_events(rogue.events_since(None))
+    m = named_container("m", Kind.MAP)
+    assert a._state.parent_of(m) == (gether.core.ids.ROOT, "m")
+    assert a._node_of(m) is None  # the schema has no "m": no loop, no node
+    # (a top-level name holding "/" reads as a nested place: documented)
+    for parent, key in [
+        (gether.core.ids.ROOT, "ab"),
+        (named_container("x@1", Kind.MAP), "k/~@"),
+        (("r.1", 7), "votes"),
+    ]:
+        assert named_place(derived_name(parent, key)) == (parent, key)

@@ -75,14 +75,37 @@ def custom_name(policy: str) -> str | None:
 def derived_name(parent: ContainerId, key: str) -> str:
     """The name of the container a policy field holds: from the field's place,
     so the same on every replica. At the root it is the key itself, the name
-    ``doc.text(key)`` uses; below, the parent's identity and the escaped key
-    (replica ids never contain ``@`` or ``/``)."""
-    escaped = key.replace("~", "~0").replace("/", "~1")
+    ``doc.text(key)`` uses; below, the parent and the escaped key, where the
+    parent is ``replica@counter`` for a container made by an op (replica ids
+    never contain ``@`` or ``/``) or the escaped name of a named map."""
     if parent == ROOT:
         return key
     if parent[0].startswith("/"):
-        return f"{parent[0][1:]}/{escaped}"
-    return f"{parent[0]}@{parent[1]}/{escaped}"
+        return f"{_escape(parent[0][1:])}/{_escape(key)}"
+    return f"{parent[0]}@{parent[1]}/{_escape(key)}"
+
+
+def named_place(name: str) -> tuple[ContainerId, str]:
+    """The inverse of ``derived_name``: where a named container sits (its
+    parent and key), read from the name alone, so that every replica places
+    it the same way whatever writes link it. A top-level name holding ``/``
+    reads as a nested place."""
+    prefix, slash, escaped = name.partition("/")
+    if not slash:
+        return ROOT, name
+    key = _unescape(escaped)
+    replica, at, counter = prefix.rpartition("@")
+    if at and counter.isdigit() and replica:
+        return (replica, int(counter)), key
+    return ("/" + _unescape(prefix), int(Kind.MAP)), key
+
+
+def _escape(text: str) -> str:
+    return text.replace("~", "~0").replace("/", "~1").replace("@", "~2")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("~2", "@").replace("~1", "/").replace("~0", "~")
 
 
 def check_merge_function(name: str, function: MergeFunction) -> None:
@@ -118,4 +141,5 @@ __all__ = [
     "check_policy",
     "custom_name",
     "derived_name",
+    "named_place",
 ]

@@ -42,6 +42,7 @@ from gether.core.ops import (
     Op,
     op_length,
 )
+from gether.core.policy import named_place
 from gether.core.values import (
     INT_MAX,
     INT_MIN,
@@ -158,8 +159,7 @@ class DocState:
             self.containers[op_id] = CONTAINER_TYPES[value.kind](op_id)
             self.parents[op_id] = (parent, key)
         elif type(value) is NamedRef:
-            named = self.named(value.name, value.kind)
-            self.parents.setdefault(named.id, (parent, key))
+            self.named(value.name, value.kind)  # placed by its name (parent_of)
 
     def resolve(self, write: Write) -> Container | Any:
         """The value of a write: a scalar, or the container it holds."""
@@ -507,12 +507,11 @@ class DocState:
         return [self.resolve(w) for w in writes if w[3] is not DELETED]
 
     def parent_of(self, container_id: ContainerId) -> tuple[ContainerId, str | None] | None:
-        """Where a container was created (a named one that only ops have
-        touched hangs at the root under its name)."""
-        found = self.parents.get(container_id)
-        if found is None and container_id[0].startswith("/") and "/" not in container_id[0][1:]:
-            return (ROOT, container_id[0][1:])
-        return found
+        """Where a container was created: a named one where its name says
+        (whatever writes link it), another where the op that made it wrote it."""
+        if container_id[0].startswith("/"):
+            return named_place(container_id[0][1:])
+        return self.parents.get(container_id)
 
     def element_value(self, container: ListState, element_id: OpId) -> Any:
         write = container.elements[element_id].register.winner()

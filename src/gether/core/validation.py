@@ -333,10 +333,7 @@ def _place(
 ) -> None:
     if type(value) is NewContainer:
         places[op_id] = where
-    elif type(value) is NamedRef:
-        named = named_container(value.name, value.kind)
-        if named not in state.parents:
-            places.setdefault(named, where)
+    # a named container is placed by its name (DocState.parent_of)
 
 
 def _static(doc: Document, ops: Sequence[Op], places: Places) -> Violation | None:
