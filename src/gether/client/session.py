@@ -248,7 +248,7 @@ class ClientSession:
             conn.refuse(doc_id, UsageError(f"this client syncs {self.doc_id} only"))
         for received in conn.events_received():
             try:
-                self.doc.apply_events(received.events)
+                self.doc.apply_events(received.events, callback_error=_log_callback_error)
             except RejectedEventsError as exc:
                 conn.reject(received, exc)
                 continue
@@ -267,6 +267,12 @@ class ClientSession:
         if channel is not None:
             with contextlib.suppress(ConnectionError, OSError):
                 await channel.close()
+
+
+def _log_callback_error(exc: Exception) -> None:
+    """An application's on_change callback failed: the events are applied and
+    stored all the same, so syncing goes on."""
+    log.error("an on_change callback raised", exc_info=exc)
 
 
 def connect(

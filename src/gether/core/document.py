@@ -758,13 +758,24 @@ class Document:
                 event.sign_later(self._key)
                 return
 
-    def apply_events(self, events: Iterable[Event | bytes]) -> int:
+    def apply_events(
+        self,
+        events: Iterable[Event | bytes],
+        *,
+        callback_error: Callable[[Exception], None] | None = None,
+    ) -> int:
         """Take in events from elsewhere, in any order, duplicates included.
 
         Events whose parents (or signature) have not arrived wait in a buffer.
         Every event is checked before it changes anything; events that fail are
         rejected whole and reported together in a ``RejectedEventsError``, after
         the good ones are applied. Returns the number of events applied.
+
+        An ``on_change`` callback that raises does not undo anything: the
+        events are applied and journaled first. Its exception is passed to
+        ``callback_error`` if given (sync loops log it and go on), else raised
+        (after the rejection, if some events were rejected too, so the caller
+        still learns which ones).
         """
         self._check_writable()
         self._commit_if_open()
@@ -798,7 +809,15 @@ class Document:
             self._journal.write_received(applied)
             self._journal.written(self)
         if applied and self._listeners:
-            self._notify(applied, local=False)
+            try:
+                self._notify(applied, local=False)
+            except Exception as exc:
+                if callback_error is not None:
+                    callback_error(exc)
+                elif errors:
+                    raise RejectedEventsError(errors) from exc
+                else:
+                    raise
         if errors:
             raise RejectedEventsError(errors)
         return len(applied)

@@ -141,7 +141,7 @@ class DocumentHub:
             waiting = hosted.doc.pending
             rejected: GetherError | None = None
             try:
-                hosted.doc.apply_events(events)
+                hosted.doc.apply_events(events, callback_error=_log_callback_error)
             except RejectedEventsError as exc:
                 rejected = exc
             overflow = None
@@ -229,6 +229,12 @@ class DocumentHub:
         """Wait for snapshots in progress (the store stays open: it is the caller's)."""
         if self._snapshots:
             await asyncio.gather(*self._snapshots, return_exceptions=True)
+
+
+def _log_callback_error(exc: Exception) -> None:
+    """An on_change callback on a hosted document (a peer's application) failed:
+    the events are applied all the same and must still be stored and relayed."""
+    log.error("an on_change callback raised", exc_info=exc)
 
 
 def _replica_from(snapshot: Snapshot | None) -> Document:
