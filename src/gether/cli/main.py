@@ -111,9 +111,10 @@ def schema(target: str) -> None:
 )
 @click.option(
     "--coalesce",
-    default=0.0,
+    default=0.02,
     show_default=True,
-    help="Seconds to gather events into one frame per subscriber.",
+    help="Seconds a document gathers new events before sending them, packed once, "
+    "to all its subscribers.",
 )
 def serve(
     store_url: str,
