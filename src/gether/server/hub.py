@@ -36,6 +36,10 @@ class HubConfig:
     coalesce: float = 0.02
     """Seconds a document gathers new events before fanning them out: one
     batch, packed once, for all its subscribers (0: each loop iteration)."""
+    fanout_frames: int = 10_000
+    """Frames per second a document's fan-out aims to stay under: with many
+    subscribers it gathers longer than ``coalesce`` (500 subscribers: 50 ms),
+    since sending a frame, not packing it, is then what costs."""
     mesh: bool = False
     """Every session subscribes to every document the hub holds (peers)."""
 
@@ -136,8 +140,9 @@ class DocumentHub:
     def _schedule_fanout(self, hosted: HostedDocument) -> None:
         if not hosted.fanout_due:
             hosted.fanout_due = True
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.config.coalesce, self._fan_out, hosted)
+            config = self.config
+            delay = max(config.coalesce, len(hosted.subscribers) / config.fanout_frames)
+            asyncio.get_running_loop().call_later(delay, self._fan_out, hosted)
 
     def _fan_out(self, hosted: HostedDocument) -> None:
         """Everything ``hosted`` gained since the last fan-out, as one batch for
