@@ -154,7 +154,7 @@ def policy_of(state: DocState) -> Policy | None:
 
 def is_policy_op(op: Op) -> bool:
     """Whether an op writes the policy map or its link at the root."""
-    container = op[1]
+    container: ContainerId = op[1]
     if container == ROOT:
         return op[0] in (MAP_SET, MAP_DELETE) and op[2] == ACCESS_NAME
     return container[0] == _ACCESS_PREFIX
@@ -176,7 +176,7 @@ class AccessGuard:
 
     def __init__(self, key_id: bytes) -> None:
         self.me = key_id.hex()
-        self._current: Policy | None | object = _STALE
+        self._current: Policy | object | None = _STALE
         self._history: list[Event] | None = None
         self._past: dict[tuple[EventKey, ...], Policy | None] = {}
         self._paths: dict[ContainerId, Path] = {}
@@ -413,7 +413,7 @@ def _grants_itself_admin(ops: Sequence[Op], principal: str) -> bool:
     for op in ops:
         if op[1] == ACCESS_ID and op[2] == key:
             last = op[3] if op[0] == MAP_SET else None
-    return last == "admin"
+    return bool(last == "admin")
 
 
 def _replayed(events: Iterator[Event] | Sequence[Event]) -> DocState:
