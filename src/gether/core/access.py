@@ -511,7 +511,8 @@ class Access:
         guard = doc._access
         with doc.transaction(), guard.granting():
             if guard.current(doc) is None:
-                entries = {entry_key(guard.me, ()): "admin", **entries}
+                # the event that closes an open document makes its author admin
+                entries = {**entries, entry_key(guard.me, ()): "admin"}
             container_id = doc._named(ACCESS_NAME, Kind.MAP)
             container = doc._container(container_id, Kind.MAP)
             for key, value in entries.items():
