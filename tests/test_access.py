@@ -436,7 +436,7 @@ ACTS = st.one_of(
         st.just("grant"),
         st.tuples(
             st.sampled_from([0, 1, 2, 3, 4, "*"]),
-            st.sampled_from(["reader", "writer", "admin"]),
+            st.sampled_from(["reader", "writer", "writer", "admin"]),
             st.sampled_from(PATHS),
         ),
     ),
@@ -451,7 +451,7 @@ ACTS = st.one_of(
 )
 
 Step = tuple[int, bool, Act]
-STEPS = st.tuples(st.integers(0, 4), st.sampled_from([False, False, False, True]), ACTS)
+STEPS = st.tuples(st.integers(0, 4), st.sampled_from([False, False, True]), ACTS)
 
 
 def perform(doc: Any, act: Act) -> None:
@@ -486,8 +486,9 @@ def attempt(doc: Any, act: Act) -> None:
 def run(net: SimulatedNetwork, docs: list[Any], rogues: list[Any], steps: list[Step]) -> None:
     rng = random.Random(len(steps))
     for who, forged, act in steps:
-        if forged:
-            bad = rogue(f"rogue{len(rogues)}", K[who], docs[who])
+        if forged:  # mostly by keys with little or no role
+            signer = 2 + who % 3 if who else 1
+            bad = rogue(f"rogue{len(rogues)}", K[signer], docs[who])
             perform(bad, act)
             rogues.append(bad)
             net.broadcast(net.add(bad))  # type: ignore[arg-type]
@@ -498,10 +499,10 @@ def run(net: SimulatedNetwork, docs: list[Any], rogues: list[Any], steps: list[S
             net.deliver_some()
 
 
-@settings(max_examples=max(25, settings().max_examples // 5))
+@settings(max_examples=max(30, settings().max_examples // 2))
 @given(
-    genesis=st.sampled_from(["writers", "scoped", "everyone"]),
-    steps=st.lists(STEPS, min_size=1, max_size=20),
+    genesis=st.sampled_from(["writers", "scoped", "scoped", "everyone"]),
+    steps=st.lists(STEPS, min_size=4, max_size=30),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_replicas_agree_on_the_state_and_the_rejections(
