@@ -215,7 +215,12 @@ class AccessGuard:
     def check_local(self, doc: Document, container_id: ContainerId, key: str | None) -> None:
         """Before a local op writes ``key`` of a container (``None``: not a map
         op): raise ``AccessDeniedError`` if this replica's key may not."""
-        if (container_id == ROOT and key == ACCESS_NAME) or container_id[0] == _ACCESS_PREFIX:
+        reserved = (container_id == ROOT and key == ACCESS_NAME) or (
+            container_id[0] == _ACCESS_PREFIX
+        )
+        if self._current is None and not reserved:
+            return  # open
+        if reserved:
             if not self._granting:
                 raise UsageError(f"{ACCESS_NAME!r} is reserved: change it through doc.access")
             policy = self.current(doc)
@@ -236,21 +241,19 @@ class AccessGuard:
         at its parents; raise ``AccessRejectedError`` if it may not be applied.
         ``vector``: its causal past on replicas other than its author."""
         principal = event.key_id.hex()
-        places = _places(event)
         policy_ops: list[Op] = []
-        paths: list[Path] = []
         for op in event.ops:
             if is_policy_op(op):
                 bad = _malformed(op)
                 if bad is not None:
                     raise AccessRejectedError("/", bad, event.id)
                 policy_ops.append(op)
-            else:
-                if _links_policy(op):
-                    raise AccessRejectedError("/", f"links {ACCESS_NAME!r} elsewhere", event.id)
-                paths.append(self._written(doc, op[1], _key_of(op), places))
+            elif _links_policy(op):
+                raise AccessRejectedError("/", f"links {ACCESS_NAME!r} elsewhere", event.id)
+        if not policy_ops and self._history is not None and not self._history:
+            return  # never closed: open in every past
         policy = self._at_parents(doc, event, vector)
-        if policy is None:
+        if policy is None:  # open: everyone is admin
             if policy_ops and not _grants_itself_admin(policy_ops, principal):
                 reason = "the first policy event must grant its author admin on /"
                 raise AccessRejectedError("/", reason, event.id)
@@ -258,9 +261,14 @@ class AccessGuard:
         if policy_ops and policy.rank(principal, ()) < ADMIN:
             reason = "changing the access policy needs admin on /"
             raise AccessRejectedError("/", reason, event.id)
-        for path in paths:
-            if policy.rank(principal, path) < WRITER:
-                raise AccessRejectedError(_shown(path), "needs writer", event.id)
+        if policy.rank(principal, ()) >= WRITER:
+            return  # may write everywhere
+        places = _places(event)
+        for op in event.ops:
+            if not is_policy_op(op):
+                path = self._written(doc, op[1], _key_of(op), places)
+                if policy.rank(principal, path) < WRITER:
+                    raise AccessRejectedError(_shown(path), "needs writer", event.id)
 
     def _at_parents(self, doc: Document, event: Event, vector: Mapping[str, int]) -> Policy | None:
         history = self._history
@@ -382,12 +390,12 @@ def _places(event: Event) -> dict[ContainerId, tuple[ContainerId, str | None]]:
 
 def _links_policy(op: Op) -> bool:
     kind = op[0]
-    values: Sequence[Any] = ()
     if kind in (MAP_SET, LIST_SET):
-        values = (op[3],)
-    elif kind == LIST_INSERT:
-        values = op[4]
-    return any(type(v) is NamedRef and v.name == ACCESS_NAME for v in values)
+        value = op[3]
+        return type(value) is NamedRef and value.name == ACCESS_NAME
+    if kind == LIST_INSERT:
+        return any(type(v) is NamedRef and v.name == ACCESS_NAME for v in op[4])
+    return False
 
 
 def _malformed(op: Op) -> str | None:
