@@ -289,7 +289,8 @@ class AccessGuard:
             return self.current(doc)
         if included in self._past:
             return self._past[included]
-        found = policy_of(_replayed(e for e in history if e.id in set(included)))
+        wanted = set(included)
+        found = policy_of(_replayed(e for e in history if e.id in wanted))
         if len(self._past) >= _CACHE_SIZE:
             self._past.clear()
         self._past[included] = found
