@@ -546,3 +546,19 @@ def test_replicas_agree_on_the_state_and_the_rejections(
     assert fresh.to_json() == first.to_json()
     assert fresh.version == first.version
     assert refused == rejected
+
+
+def test_a_durable_replica_keeps_and_enforces_the_policy(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/acl.db"
+    with gether.Document.open(url, "doc", replica_id="r3", key=K[3]) as doc:
+        doc.access.grant(ID[1], "writer", "/todos")
+        doc.access.grant(ID[4], "reader")
+        doc["todos"] = []
+    with gether.Document.open(url, "doc") as doc:
+        assert doc.access.roles(ID[3]) == {"/": "admin"}
+        assert doc.access.can_write(ID[1], "/todos/x") and not doc.access.can_write(ID[1], "/")
+        forged = rogue("r1f", K[1], doc)
+        forged["title"] = "forged"
+        assert codes(doc, forged.events_since(None)) == ["access_rejected"]
+    with gether.Document.open(url, "doc") as doc:
+        assert "title" not in doc
