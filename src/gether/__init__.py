@@ -25,6 +25,8 @@ from gether.core.proxies import (
 from gether.core.schema import Schema
 from gether.document import Document
 from gether.errors import (
+    AccessDeniedError,
+    AccessRejectedError,
     ConnectionFailedError,
     CorruptStoreError,
     DecodeError,
@@ -85,6 +87,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "MISSING",
+    "AccessDeniedError",
+    "AccessRejectedError",
     "ChangeSet",
     "ConnectionFailedError",
     "CorruptStoreError",
