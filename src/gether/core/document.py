@@ -748,6 +748,13 @@ class Document:
         self._sign_tips(events)
         return events
 
+    def known_event(self, event_id: tuple[str, int]) -> Event | None:
+        """The event ``event_id``, applied or waiting for its parents, if held
+        here (the sync protocol resolves hash-less parents with it)."""
+        log = self._log
+        found = log.get(event_id)
+        return found if found is not None else log.staged.get(event_id)
+
     def _commit_if_open(self) -> None:
         if self._depth:
             raise UsageError("finish the transaction before exchanging events")
