@@ -48,6 +48,9 @@ class _OneDocument:
     def events_since(self, doc_id: str, version: Version) -> list[Event]:
         return self.doc.events_since(version)
 
+    def event(self, doc_id: str, event_id: tuple[str, int]) -> Event | None:
+        return self.doc.known_event(event_id)
+
 
 class ClientSession:
     def __init__(

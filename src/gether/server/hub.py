@@ -49,9 +49,10 @@ class Subscriber(Protocol):
 
 
 class HostedDocument:
-    def __init__(self, doc_id: str, doc: Document) -> None:
+    def __init__(self, doc_id: str, doc: Document, number: int = 1) -> None:
         self.doc_id = doc_id
         self.doc = doc
+        self.number = number
         self.lock = asyncio.Lock()
         self.subscribers: set[Subscriber] = set()
         self.parked: dict[Subscriber, set[tuple[str, int]]] = {}
@@ -65,6 +66,9 @@ class DocumentHub:
         self.store = store
         self.config = config or HubConfig()
         self._docs: dict[str, HostedDocument] = {}
+        self._numbers: dict[str, int] = {}
+        """Document numbers of protocol v2, kept for the life of the hub (a
+        document evicted and reloaded keeps its number)."""
         self._loading: dict[str, asyncio.Task[HostedDocument]] = {}
         self._snapshots: set[asyncio.Task[None]] = set()
         self.sessions: set[Subscriber] = set()
@@ -77,6 +81,14 @@ class DocumentHub:
 
     def events_since(self, doc_id: str, version: Version) -> list[Event]:
         return self._docs[doc_id].doc.events_since(version)
+
+    def event(self, doc_id: str, event_id: tuple[str, int]) -> Event | None:
+        return self._docs[doc_id].doc.known_event(event_id)
+
+    def doc_number(self, doc_id: str) -> int:
+        """The document's number on every v2 connection of this server (so a
+        batch of it is encoded once for all its subscribers)."""
+        return self._docs[doc_id].number
 
     # -- loading -------------------------------------------------------------------
 
@@ -95,7 +107,8 @@ class DocumentHub:
 
     async def _load(self, doc_id: str) -> HostedDocument:
         doc = await self._load_document(doc_id)
-        hosted = self._docs[doc_id] = HostedDocument(doc_id, doc)
+        number = self._numbers.setdefault(doc_id, len(self._numbers) + 1)
+        hosted = self._docs[doc_id] = HostedDocument(doc_id, doc, number)
         for session in list(self.sessions):
             session.document_opened(doc_id)
         return hosted

@@ -254,7 +254,7 @@ def decode_batch(data: bytes, lookup: Lookup, max_events: int) -> list[Event]:
         if type(record) is not tuple or len(record) < _FIXED:
             raise DecodeError("malformed record")
         flags, ri, seq_d, counter, lamport, hlc_ms, hlc_low, parents_raw, ops_raw = record[:_FIXED]
-        if type(flags) is not int or flags & ~_FLAGS or flags & PREV_HASH and flags & PREV_OWN:
+        if type(flags) is not int or flags & ~_FLAGS or (flags & PREV_HASH and flags & PREV_OWN):
             raise DecodeError("malformed record flags")
         optional = list(record[_FIXED:])
         wanted = sum(1 for f in (KEY, PUBLIC, PREV_HASH, SIGNATURE) if flags & f)
