@@ -37,6 +37,7 @@ _EMPTY: Vector = {}
 class EventLog:
     __slots__ = (
         "_checked",
+        "accept_unsigned",
         "_keys",
         "_vectors",
         "chains",
@@ -63,6 +64,8 @@ class EventLog:
         self.trusted: set[EventKey] = set()
         self.rejected: dict[EventKey, bytes] = {}
         self._checked: dict[bytes, Ed25519PublicKey] = {}
+        self.accept_unsigned = False
+        """An unsigned document: events need no signature (one that is there is still checked)."""
 
     # -- what is applied -----------------------------------------------------
 
@@ -215,6 +218,8 @@ class EventLog:
                     continue
                 if verdict:
                     self._trust_chain(event, errors)
+            elif self.accept_unsigned:
+                self._trust_chain(event, errors)
             else:
                 after = self._trusted_successor(event_id)
                 if after is not None:
