@@ -115,6 +115,12 @@ def schema(target: str) -> None:
     show_default=True,
     help="Seconds to gather events into one frame per subscriber.",
 )
+@click.option(
+    "--unsigned",
+    multiple=True,
+    metavar="PATTERN",
+    help="Host documents whose id matches this glob without per-event signatures (repeatable).",
+)
 def serve(
     store_url: str,
     host: str,
@@ -122,13 +128,14 @@ def serve(
     tcp_port: int | None,
     snapshot_every: int,
     coalesce: float,
+    unsigned: tuple[str, ...],
 ) -> None:
     """Run a sync server: WebSocket on --port, raw TCP on --tcp-port."""
     from gether.cli import serving
 
     _guarded(
         lambda: serving.run(
-            serving.serve(store_url, host, port, tcp_port, snapshot_every, coalesce)
+            serving.serve(store_url, host, port, tcp_port, snapshot_every, coalesce, unsigned)
         )
     )
 

@@ -24,6 +24,7 @@ from gether.errors import (
     ConnectionFailedError,
     GetherError,
     RejectedEventsError,
+    SignatureRequiredError,
     UsageError,
 )
 from gether.sync.connection import Limits, Role, SyncConnection, Traffic
@@ -50,6 +51,9 @@ class _OneDocument:
 
     def event(self, doc_id: str, event_id: tuple[str, int]) -> Event | None:
         return self.doc.known_event(event_id)
+
+    def signed(self, doc_id: str) -> bool:
+        return self.doc.signed
 
 
 class ClientSession:
@@ -249,6 +253,12 @@ class ClientSession:
     def _process(self, conn: SyncConnection) -> None:
         for doc_id in conn.subscriptions_requested():
             conn.refuse(doc_id, UsageError(f"this client syncs {self.doc_id} only"))
+        if conn.unsigned(self.doc_id) and self.doc.signed:
+            # the server would send events no signature vouches for
+            conn.close(
+                SignatureRequiredError(f"{self.doc_id} is hosted unsigned; this copy is signed")
+            )
+            return
         for received in conn.events_received():
             try:
                 self.doc.apply_events(received.events)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from fnmatch import fnmatchcase
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,6 +37,9 @@ class HubConfig:
     """Seconds a session waits to gather events into one frame per subscriber."""
     mesh: bool = False
     """Every session subscribes to every document the hub holds (peers)."""
+    unsigned: tuple[str, ...] = ()
+    """Glob patterns (``fnmatch``) of document ids hosted without per-event
+    signatures: the authenticated connection vouches for the author instead."""
 
 
 class Subscriber(Protocol):
@@ -85,6 +89,10 @@ class DocumentHub:
     def event(self, doc_id: str, event_id: tuple[str, int]) -> Event | None:
         return self._docs[doc_id].doc.known_event(event_id)
 
+    def signed(self, doc_id: str) -> bool:
+        """Does the document require per-event signatures (not in ``unsigned``)?"""
+        return not any(fnmatchcase(doc_id, p) for p in self.config.unsigned)
+
     def doc_number(self, doc_id: str) -> int:
         """The document's number on every v2 connection of this server (so a
         batch of it is encoded once for all its subscribers)."""
@@ -115,7 +123,7 @@ class DocumentHub:
 
     async def _load_document(self, doc_id: str) -> Document:
         snapshot = await self.store.load_snapshot(doc_id)
-        doc = await asyncio.to_thread(_replica_from, snapshot)
+        doc = await asyncio.to_thread(_replica_from, snapshot, self.signed(doc_id))
         tail = await self.store.events(doc_id, doc.version)
         if tail:
             await asyncio.to_thread(doc._replay, tail)
@@ -230,7 +238,7 @@ class DocumentHub:
                 return
 
             def build() -> Snapshot:
-                doc = _replica_from(newest)
+                doc = _replica_from(newest, self.signed(doc_id))
                 doc._replay(tail)
                 return Snapshot(doc.version, doc.save())
 
@@ -244,11 +252,11 @@ class DocumentHub:
             await asyncio.gather(*self._snapshots, return_exceptions=True)
 
 
-def _replica_from(snapshot: Snapshot | None) -> Document:
+def _replica_from(snapshot: Snapshot | None, signed: bool = True) -> Document:
     """A replica that only checks and relays (it never edits)."""
     if snapshot is not None:
         try:
-            return Document.load(snapshot.data)
+            return Document.load(snapshot.data, signed=signed)
         except GetherError as exc:  # a bad snapshot costs time, never data
             log.warning("ignoring a snapshot that does not load: [%s] %s", exc.code, exc)
-    return Document()
+    return Document(signed=signed)

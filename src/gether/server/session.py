@@ -9,7 +9,13 @@ import contextlib
 import logging
 from typing import Protocol
 
-from gether.errors import GetherError, GoingAwayError, LimitExceededError, StorageError
+from gether.errors import (
+    GetherError,
+    GoingAwayError,
+    LimitExceededError,
+    SignatureRequiredError,
+    StorageError,
+)
 from gether.server.hub import DocumentHub
 from gether.sync.connection import Role, SyncConnection
 
@@ -133,6 +139,9 @@ class Session:
                 await self.hub.open(doc_id)
             except GetherError as exc:
                 conn.refuse(doc_id, exc)
+                continue
+            if conn.unsigned(doc_id) and self.hub.signed(doc_id):
+                conn.refuse(doc_id, SignatureRequiredError(f"{doc_id} is hosted signed"))
                 continue
             self.hub.subscribe(doc_id, self)
             conn.accept(doc_id)

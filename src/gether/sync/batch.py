@@ -6,8 +6,11 @@ covers, so nothing about an event's identity depends on this module.
 
 What makes it small, for one keystroke as for a catch-up of thousands:
 
-* replica ids appear once per batch, in a string table; strings equal to a
-  table entry inside ops become 2-3 byte references;
+* a batch is a msgpack stream (no array headers): a string table, then each
+  record's fields, which of them present being said by its flags;
+* replica ids appear once per batch, in the string table (front-coded);
+  strings equal to a table entry inside ops become 3-byte references, and
+  element ids of the author inside ops become counter deltas;
 * seq, counter, Lamport time and HLC are deltas from a *base*: the author's
   previous event, when it is earlier in the batch or the receiver holds it;
 * a parent (and ``prev``) the receiver holds, or that is earlier in the
@@ -32,7 +35,7 @@ import msgpack
 
 from gether.core.event import Event, _ext_hook, decode_body, pack
 from gether.core.keys import KEY_ID_SIZE
-from gether.errors import DecodeError, LimitExceededError, UnknownParentError
+from gether.errors import DecodeError, LimitExceededError, UnknownParentError, UsageError
 
 EventId = tuple[str, int]
 Lookup = Callable[[EventId], Event | None]
@@ -40,17 +43,21 @@ Lookup = Callable[[EventId], Event | None]
 Holds = Callable[[EventId], bool]
 """Does the receiver hold this event (so its hash may be left out)?"""
 
-# record flags
+# record flags, the common ones in the low bits (a keystroke's fit in one byte)
 BASE = 1  # deltas are from the author's previous event (seq - 1)
-KEY = 2  # a key id follows (else the base's)
-PUBLIC = 4  # a public key follows
-PREV_HASH = 8  # a prev hash follows
-PREV_OWN = 16  # prev is the hash of the author's previous event, resolved by the receiver
-SIGNATURE = 32  # a signature follows
-_FLAGS = BASE | KEY | PUBLIC | PREV_HASH | PREV_OWN | SIGNATURE
+DENSE = 2  # counter follows the base's ops and lamport is the base's + 1 (both omitted)
+ONLY_PREV = 4  # the only parent is the base, hash-less (parents omitted)
+SIGNATURE = 8  # a signature follows
+KEY = 16  # a key id follows (else the base's)
+PUBLIC = 32  # a public key follows
+PREV_OWN = 64  # prev is the base's hash
+HLC_LOW = 128  # the low 16 bits of the HLC follow (else 0)
+PREV_HASH = 256  # a prev hash follows (rare: the author's previous event is not held)
+_FLAGS = 511
 
-_EXT_REF = 16  # an ext type inside ops: a string of the batch table
-_FIXED = 9  # [flags, replica, seq, counter, lamport, hlc_ms, hlc_low, parents, ops]
+_EXT_REF = 16  # inside ops: a string of the batch table (index, big-endian)
+_EXT_OWN = 17  # inside ops: (author, counter - d), d signed big-endian
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
 MAX_TABLE = 65_536
 
 
@@ -61,19 +68,54 @@ class _Ref:
         self.index = index
 
 
+class _Own:
+    __slots__ = ("delta",)
+
+    def __init__(self, delta: int) -> None:
+        self.delta = delta
+
+
 # -- encoding ----------------------------------------------------------------------
 
 
-def _ref_strings(value: Any, table: dict[str, int]) -> Any:
-    """``value`` with strings of the table replaced by references (not inside
-    maps: their keys must stay strings, and values there are rare)."""
+def encode_table(strings: Sequence[str]) -> str:
+    """Replica ids in one string: comma-separated, each sharing a prefix of
+    2-31 characters with the one before written as chr(length) + the rest
+    (ids never hold commas or control characters)."""
+    out: list[str] = []
+    previous = ""
+    for value in strings:
+        if not value or not _ID_CHARS.issuperset(value):
+            raise UsageError(f"{value!r} is not a replica id")
+        shared = 0
+        limit = min(len(value), len(previous), 31)
+        while shared < limit and value[shared] == previous[shared]:
+            shared += 1
+        out.append(chr(shared) + value[shared:] if shared >= 2 else value)
+        previous = value
+    return ",".join(out)
+
+
+def _compact(value: Any, table: dict[str, int], author: str, counter: int) -> Any:
+    """``value`` (ops) with the author's element ids as counter deltas and
+    table strings as references (not inside maps: keys must stay strings)."""
     if type(value) is str:
         index = table.get(value)
         if index is None:
             return value
         return msgpack.ExtType(_EXT_REF, index.to_bytes(1 if index < 256 else 2, "big"))
     if type(value) is tuple:
-        return tuple(_ref_strings(v, table) for v in value)
+        if (
+            len(value) == 2
+            and value[0] == author
+            and type(value[0]) is str
+            and type(value[1]) is int
+            and -(2**62) < counter - value[1] < 2**62
+        ):
+            delta = counter - value[1]
+            size = next(n for n in (1, 2, 4, 8) if -(1 << (8 * n - 1)) <= delta < 1 << (8 * n - 1))
+            return msgpack.ExtType(_EXT_OWN, delta.to_bytes(size, "big", signed=True))
+        return tuple(_compact(v, table, author, counter) for v in value)
     return value
 
 
@@ -115,7 +157,7 @@ def encode_batch(
     def known(event_id: EventId) -> bool:
         return event_id in in_batch or holds is None or holds(event_id)
 
-    records: list[Any] = [strings]
+    out: list[Any] = [encode_table(strings)]
     for position, event in enumerate(events):
         replica, seq = event.id
         own_previous = (replica, seq - 1)
@@ -129,46 +171,47 @@ def encode_batch(
             counter -= base.end
             lamport -= base.lamport
             hlc_ms -= base.hlc >> 16
-        optional: list[Any] = []
+            if counter == 0 and lamport == 1:
+                flags |= DENSE
+            if len(event.parents) == 1 and event.parents[0][0] == own_previous:
+                flags |= ONLY_PREV
+        fields: list[Any] = [table[replica], seq - last_seq.get(replica, 0)]
+        if not flags & DENSE:
+            fields += [counter, lamport]
+        fields.append(hlc_ms)
+        if event.hlc & 0xFFFF:
+            flags |= HLC_LOW
+            fields.append(event.hlc & 0xFFFF)
+        if not flags & ONLY_PREV:
+            parents: list[Any] = []
+            for (p_replica, p_seq), digest in event.parents:
+                parents.append(table[p_replica])
+                parents.append(p_seq - seq if p_replica == replica else p_seq)
+                if not known((p_replica, p_seq)):
+                    parents.append(digest)
+            fields.append(parents)
+        fields.append(_compact(event.ops, table, replica, event.counter))
+        signature = event.signature
+        if signature is not None and (not thin_signatures or position in signed):
+            flags |= SIGNATURE
+            fields.append(signature)
         if base is None or base.key_id != event.key_id:
             flags |= KEY
-            optional.append(event.key_id)
+            fields.append(event.key_id)
         if event.public_key is not None:
             flags |= PUBLIC
-            optional.append(event.public_key)
+            fields.append(event.public_key)
         if event.prev is not None:
             if base is not None and base.hash == event.prev:
                 flags |= PREV_OWN
             else:
                 flags |= PREV_HASH
-                optional.append(event.prev)
-        signature = event.signature
-        if signature is not None and (not thin_signatures or position in signed):
-            flags |= SIGNATURE
-            optional.append(signature)
-        parents: list[Any] = []
-        for (p_replica, p_seq), digest in event.parents:
-            parents.append(table[p_replica])
-            parents.append(p_seq - seq if p_replica == replica else p_seq)
-            if not known((p_replica, p_seq)):
-                parents.append(digest)
-        records.append(
-            (
-                flags,
-                table[replica],
-                seq - last_seq.get(replica, 0),
-                counter,
-                lamport,
-                hlc_ms,
-                event.hlc & 0xFFFF,
-                parents,
-                _ref_strings(event.ops, table),
-                *optional,
-            )
-        )
+                fields.append(event.prev)
+        out.append(flags)
+        out.extend(fields)
         in_batch[event.id] = event
         last_seq[replica] = seq
-    return pack(records)
+    return b"".join(pack(item) for item in out)
 
 
 # -- decoding ----------------------------------------------------------------------
@@ -179,18 +222,45 @@ def _hook(code: int, data: bytes) -> object:
         if not 1 <= len(data) <= 2:
             raise DecodeError("malformed string reference")
         return _Ref(int.from_bytes(data, "big"))
+    if code == _EXT_OWN:
+        if len(data) not in (1, 2, 4, 8):
+            raise DecodeError("malformed element id")
+        return _Own(int.from_bytes(data, "big", signed=True))
     return _ext_hook(code, data)
 
 
-def _deref(value: Any, strings: tuple[str, ...]) -> Any:
-    if type(value) is _Ref:
+def decode_table(text: Any) -> tuple[str, ...]:
+    if type(text) is not str:
+        raise DecodeError("malformed string table")
+    if not text:
+        return ()
+    out: list[str] = []
+    previous = ""
+    for entry in text.split(","):
+        if entry and ord(entry[0]) < 32:
+            shared = ord(entry[0])
+            if shared < 2 or shared > len(previous):
+                raise DecodeError("malformed string table")
+            entry = previous[:shared] + entry[1:]
+        if not entry or len(entry) > 64 or not _ID_CHARS.issuperset(entry):
+            raise DecodeError("malformed replica id in the string table")
+        out.append(entry)
+        previous = entry
+    return tuple(out)
+
+
+def _expand(value: Any, strings: tuple[str, ...], author: str, counter: int) -> Any:
+    kind = type(value)
+    if kind is _Ref:
         if value.index >= len(strings):
             raise DecodeError("string reference out of the table")
         return strings[value.index]
-    if type(value) is tuple:
-        return tuple(_deref(v, strings) for v in value)
-    if type(value) is dict and any(type(v) is _Ref for v in value.values()):
-        raise DecodeError("string reference inside a map")
+    if kind is _Own:
+        return (author, counter - value.delta)
+    if kind is tuple:
+        return tuple(_expand(v, strings, author, counter) for v in value)
+    if kind is dict and any(type(v) in (_Ref, _Own) for v in value.values()):
+        raise DecodeError("a reference inside a map")
     return value
 
 
@@ -206,39 +276,47 @@ def _bytes(value: Any, size: int, what: str) -> bytes:
     return value
 
 
-def decode_batch(data: bytes, lookup: Lookup, max_events: int) -> list[Event]:
-    """The events of a batch, each rebuilt into its canonical body and checked
-    by ``decode_body``. ``lookup`` finds events the receiver holds (for
-    hash-less parents and bases); one it cannot find is ``UnknownParentError``."""
-    try:
-        unpacked = msgpack.unpackb(
-            data,
+class _Fields:
+    """The objects of a batch, one at a time, strictly bounded."""
+
+    def __init__(self, data: bytes) -> None:
+        self._unpacker = msgpack.Unpacker(
             raw=False,
             use_list=False,
             ext_hook=_hook,
             strict_map_key=True,
-            max_array_len=max(max_events + 1, MAX_TABLE),
+            max_buffer_size=max(len(data), 1),
         )
-    except DecodeError:
-        raise
-    except ValueError as exc:
-        if "exceeds max_array_len" in str(exc):
-            raise LimitExceededError(f"more than {max_events} events in a batch") from exc
-        raise DecodeError(f"malformed batch: {exc}") from exc
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise DecodeError(f"malformed batch: {exc}") from exc
-    if type(unpacked) is not tuple or not unpacked or type(unpacked[0]) is not tuple:
-        raise DecodeError("a batch is [strings, record, ...]")
-    strings, records = unpacked[0], unpacked[1:]
-    if len(records) > max_events:
-        raise LimitExceededError(f"more than {max_events} events in a batch")
-    if len(strings) > MAX_TABLE or any(type(s) is not str for s in strings):
-        raise DecodeError("malformed string table")
+        self._unpacker.feed(data)
+
+    def next(self) -> Any:
+        try:
+            return self._unpacker.unpack()
+        except msgpack.OutOfData as exc:
+            raise DecodeError("a batch cut short") from exc
+        except DecodeError:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise DecodeError(f"malformed batch: {exc}") from exc
+
+    def tell(self) -> int:
+        position: int = self._unpacker.tell()
+        return position
+
+
+def decode_batch(data: bytes, lookup: Lookup, max_events: int) -> list[Event]:
+    """The events of a batch, each rebuilt into its canonical body and checked
+    by ``decode_body``. ``lookup`` finds events the receiver holds (for
+    hash-less parents and bases); one it cannot find is ``UnknownParentError``."""
+    fields = _Fields(data)
+    strings = decode_table(fields.next())
     in_batch: dict[EventId, Event] = {}
     last_seq: dict[str, int] = {}
 
     def find(event_id: EventId) -> Event:
-        found = in_batch.get(event_id) or lookup(event_id)
+        found = in_batch.get(event_id)
+        if found is None:
+            found = lookup(event_id)
         if found is None:
             raise UnknownParentError(f"{event_id[0]}@{event_id[1]} is not held here")
         return found
@@ -246,95 +324,116 @@ def decode_batch(data: bytes, lookup: Lookup, max_events: int) -> list[Event]:
     def string(value: Any) -> str:
         if type(value) is not int or not 0 <= value < len(strings):
             raise DecodeError("replica index out of the table")
-        out: str = strings[value]
-        return out
+        return strings[value]
 
     out: list[Event] = []
-    for record in records:
-        if type(record) is not tuple or len(record) < _FIXED:
-            raise DecodeError("malformed record")
-        flags, ri, seq_d, counter, lamport, hlc_ms, hlc_low, parents_raw, ops_raw = record[:_FIXED]
-        if type(flags) is not int or flags & ~_FLAGS or (flags & PREV_HASH and flags & PREV_OWN):
-            raise DecodeError("malformed record flags")
-        optional = list(record[_FIXED:])
-        wanted = sum(1 for f in (KEY, PUBLIC, PREV_HASH, SIGNATURE) if flags & f)
-        if len(optional) != wanted:
-            raise DecodeError("malformed record")
-        replica = string(ri)
-        seq = last_seq.get(replica, 0) + _int(seq_d, "seq")
-        if not 1 <= seq < 2**63:
-            raise DecodeError("malformed seq in a record")
-        counter, lamport = _int(counter, "counter"), _int(lamport, "lamport")
-        hlc_ms, hlc_low = _int(hlc_ms, "hlc"), _int(hlc_low, "hlc")
-        if not 0 <= hlc_low <= 0xFFFF:
-            raise DecodeError("malformed hlc in a record")
-        base: Event | None = None
-        if flags & BASE:
-            if seq < 2:
-                raise DecodeError("a first event has no base")
-            base = find((replica, seq - 1))
+    end = len(data)
+    while fields.tell() < end:
+        if len(out) >= max_events:
+            raise LimitExceededError(f"more than {max_events} events in a batch")
+        out.append(_record(fields, string, find, in_batch, last_seq, strings))
+    return out
+
+
+def _record(
+    fields: _Fields,
+    string: Callable[[Any], str],
+    find: Callable[[EventId], Event],
+    in_batch: dict[EventId, Event],
+    last_seq: dict[str, int],
+    strings: tuple[str, ...],
+) -> Event:
+    flags = fields.next()
+    if type(flags) is not int or not 0 <= flags <= _FLAGS:
+        raise DecodeError("malformed record flags")
+    if flags & (DENSE | ONLY_PREV | PREV_OWN) and not flags & BASE:
+        raise DecodeError("record flags need a base")
+    if flags & PREV_OWN and flags & PREV_HASH:
+        raise DecodeError("malformed record flags")
+    replica = string(fields.next())
+    seq = last_seq.get(replica, 0) + _int(fields.next(), "seq")
+    if not 1 <= seq < 2**63:
+        raise DecodeError("malformed seq in a record")
+    base: Event | None = None
+    if flags & BASE:
+        if seq < 2:
+            raise DecodeError("a first event has no base")
+        base = find((replica, seq - 1))
+    if flags & DENSE:
+        assert base is not None
+        counter, lamport = base.end, base.lamport + 1
+    else:
+        counter, lamport = _int(fields.next(), "counter"), _int(fields.next(), "lamport")
+        if base is not None:
             counter += base.end
             lamport += base.lamport
-            hlc_ms += base.hlc >> 16
-        elif flags & PREV_OWN:
-            raise DecodeError("prev of the author's previous event without a base")
-        if flags & KEY:
-            key_id = _bytes(optional.pop(0), KEY_ID_SIZE, "key id")
-        elif base is not None:
-            key_id = base.key_id
-        else:
-            raise DecodeError("a record without a base names its key")
-        public_key = _bytes(optional.pop(0), 32, "public key") if flags & PUBLIC else None
-        prev: bytes | None = None
-        if flags & PREV_HASH:
-            prev = _bytes(optional.pop(0), 32, "prev hash")
-        elif base is not None and flags & PREV_OWN:
-            prev = base.hash
-        signature = _bytes(optional.pop(0), 64, "signature") if flags & SIGNATURE else None
-        if type(parents_raw) is not tuple:
+    hlc_ms = _int(fields.next(), "hlc")
+    if base is not None:
+        hlc_ms += base.hlc >> 16
+    hlc_low = _int(fields.next(), "hlc") if flags & HLC_LOW else 0
+    if not 0 <= hlc_low <= 0xFFFF or not 0 <= hlc_ms < 2**47:
+        raise DecodeError("malformed hlc in a record")
+    if counter < 0 or lamport < 0:
+        raise DecodeError("a delta below zero in a record")
+    parents: list[tuple[str, int, bytes]] = []
+    if flags & ONLY_PREV:
+        assert base is not None
+        parents.append((replica, seq - 1, base.hash))
+    else:
+        raw = fields.next()
+        if type(raw) is not tuple:
             raise DecodeError("malformed parents in a record")
-        parents: list[tuple[str, int, bytes]] = []
         i = 0
-        while i < len(parents_raw):
-            if i + 1 >= len(parents_raw):
+        while i < len(raw):
+            if i + 1 >= len(raw):
                 raise DecodeError("malformed parents in a record")
-            p_replica, p_seq = string(parents_raw[i]), _int(parents_raw[i + 1], "parent")
+            p_replica, p_seq = string(raw[i]), _int(raw[i + 1], "parent")
             if p_seq < 0 and p_replica == replica:
                 p_seq += seq
             if p_seq < 1:
                 raise DecodeError("malformed parent seq in a record")
             i += 2
-            if i < len(parents_raw) and type(parents_raw[i]) is bytes:
-                digest = _bytes(parents_raw[i], 32, "parent hash")
+            if i < len(raw) and type(raw[i]) is bytes:
+                digest = _bytes(raw[i], 32, "parent hash")
                 i += 1
             else:
                 digest = find((p_replica, p_seq)).hash
             parents.append((p_replica, p_seq, digest))
-        if hlc_ms < 0 or lamport < 0 or counter < 0:
-            raise DecodeError("a delta below zero in a record")
-        try:
-            ops = _deref(ops_raw, strings)
-        except RecursionError as exc:
-            raise DecodeError("ops nested too deeply") from exc
-        fields = (
-            1,
-            replica,
-            seq,
-            counter,
-            lamport,
-            (hlc_ms << 16) | hlc_low,
-            key_id,
-            public_key,
-            tuple(parents),
-            prev,
-            ops,
-        )
-        try:
-            body = pack(fields)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise DecodeError(f"malformed record: {exc}") from exc
-        event = decode_body(body, signature)
-        in_batch[event.id] = event
-        last_seq[replica] = seq
-        out.append(event)
-    return out
+    try:
+        ops = _expand(fields.next(), strings, replica, counter)
+    except RecursionError as exc:
+        raise DecodeError("ops nested too deeply") from exc
+    signature = _bytes(fields.next(), 64, "signature") if flags & SIGNATURE else None
+    if flags & KEY:
+        key_id = _bytes(fields.next(), KEY_ID_SIZE, "key id")
+    elif base is not None:
+        key_id = base.key_id
+    else:
+        raise DecodeError("a record without a base names its key")
+    public_key = _bytes(fields.next(), 32, "public key") if flags & PUBLIC else None
+    prev: bytes | None = None
+    if flags & PREV_HASH:
+        prev = _bytes(fields.next(), 32, "prev hash")
+    elif base is not None and flags & PREV_OWN:
+        prev = base.hash
+    body_fields = (
+        1,
+        replica,
+        seq,
+        counter,
+        lamport,
+        (hlc_ms << 16) | hlc_low,
+        key_id,
+        public_key,
+        tuple(parents),
+        prev,
+        ops,
+    )
+    try:
+        body = pack(body_fields)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DecodeError(f"malformed record: {exc}") from exc
+    event = decode_body(body, signature)
+    in_batch[event.id] = event
+    last_seq[replica] = seq
+    return event

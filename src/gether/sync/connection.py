@@ -153,7 +153,7 @@ class _DocSync:
     number: int | None = None
     """The document's number on this connection (given by the server side)."""
     unsigned: bool = False
-    """The server hosts the document without per-event signatures."""
+    """The peer announced its copy as unsigned (no per-event signatures)."""
     receipts: Receipts = field(default_factory=Receipts)
     sent: Outstanding = field(default_factory=Outstanding)
     received: dict[int, tuple[Event, ...]] = field(default_factory=dict)
@@ -384,7 +384,7 @@ class SyncConnection:
                 self.closed = True
 
     def unsigned(self, doc_id: str) -> bool:
-        """Did the server announce ``doc_id`` as hosted without per-event signatures?"""
+        """Did the peer announce its copy of ``doc_id`` as unsigned (v2)?"""
         doc = self._docs.get(doc_id)
         return doc is not None and doc.unsigned
 
@@ -417,15 +417,21 @@ class SyncConnection:
         return max(common)
 
     def _subscribe_message(self, doc_id: str, doc: _DocSync) -> Subscribe:
+        """Our Subscribe. In v2 it says whether our copy is unsigned (read by
+        the connection's ``unsigned``), and a server's gives the number."""
         version = self.host.version(doc_id)
-        if self.protocol < 2 or self.role is Role.CLIENT:
+        signed = getattr(self.host, "signed", None)
+        unsigned = signed is not None and not signed(doc_id)
+        if self.role is Role.CLIENT:
+            # sent before the hellos chose a version: a v1 server reads a v1
+            # Subscribe, and a v2 server also reads the 4-field form
+            return Subscribe(doc_id, version, None, unsigned)
+        if self.protocol < 2:
             return Subscribe(doc_id, version)
         if doc.number is None:
             doc.number = self._number_for(doc_id)
             self._numbers[doc.number] = doc_id
-        signed = getattr(self.host, "signed", None)
-        doc.unsigned = signed is not None and not signed(doc_id)
-        return Subscribe(doc_id, version, doc.number, doc.unsigned)
+        return Subscribe(doc_id, version, doc.number, unsigned)
 
     def _number_for(self, doc_id: str) -> int:
         """The host's number for the document (the same on all its connections,
@@ -548,10 +554,11 @@ class SyncConnection:
                 doc = self._doc(doc_id)
                 if doc.peer_subscribed or doc.requested is not None:
                     raise ProtocolViolationError(f"{doc_id} subscribed twice")
+                doc.unsigned = unsigned
                 if self.protocol >= 2 and self.role is Role.CLIENT:
                     if number is None or number in self._numbers:
                         raise ProtocolViolationError(f"{doc_id} without a free number")
-                    doc.number, doc.unsigned = number, unsigned
+                    doc.number = number
                     self._numbers[number] = doc_id
                 if doc.subscribed:
                     self._start(doc_id, doc, version)

@@ -147,13 +147,15 @@ def encode(message: Message, compress_above: int = 4096, protocol: int = 1) -> b
             fields = [MessageKind.HELLO, MAGIC, spoken, peer_id, credentials]
         case Subscribe(doc_id, version, number, unsigned):
             fields = [MessageKind.SUBSCRIBE, doc_id, _version_out(version)]
-            if protocol >= 2 and number is not None:  # the server's answer
+            if number is not None or unsigned:  # v2: the server's answer, or unsigned
                 fields += [number, UNSIGNED if unsigned else 0]
         case EventsV2(number, records):
-            encoding = Encoding.PLAIN
+            # [3, number] then the records as they are, or deflated in one bin
+            head: bytes = msgpack.packb([MessageKind.EVENTS, number])
             if len(records) > compress_above:
-                records, encoding = zlib.compress(records, 6), Encoding.ZLIB
-            fields = [MessageKind.EVENTS, number, int(encoding), records]
+                deflated: bytes = msgpack.packb(zlib.compress(records, 6), use_bin_type=True)
+                return head + deflated
+            return head + records
         case AckV2(number, count):
             fields = [MessageKind.ACK, number, count]
         case Events(doc_id, batch, events):
@@ -269,6 +271,33 @@ def _hello(spoken: Any, peer_id: Any, credentials: Any) -> Hello:
     return Hello(_str(peer_id, "peer id", 64), credentials, chosen, versions)
 
 
+_EVENTS_V2_HEAD = bytes((0x92, MessageKind.EVENTS))
+
+
+def _events_v2(payload: bytes, max_bytes: int) -> EventsV2:
+    """``[3, number]`` then the records: a stream starting with the string
+    table (a str), or one bin of them deflated."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(payload), 1))
+    unpacker.feed(payload)
+    try:
+        _, number = unpacker.unpack()
+        start = unpacker.tell()
+        if payload[start : start + 1] in (b"\xc4", b"\xc5", b"\xc6"):
+            packed = unpacker.unpack()
+            if unpacker.tell() != len(payload):
+                raise DecodeError("bytes after compressed events")
+            records = _inflate(Encoding.ZLIB, packed, max_bytes)
+        else:
+            records = payload[start:]
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError(f"malformed events message: {exc}") from exc
+    if not records:
+        raise DecodeError("an events message without records")
+    return EventsV2(_number(number), records)
+
+
 def _number(value: Any) -> int:
     if type(value) is not int or not 0 <= value <= MAX_DOC_NUMBER:
         raise DecodeError("malformed document number")
@@ -285,6 +314,8 @@ def decode(
 ) -> Message:
     """The message in one frame's payload (limits: events per batch, bytes of
     inflated events, replicas in a version)."""
+    if protocol >= 2 and payload[:2] == _EVENTS_V2_HEAD:
+        return _events_v2(payload, max_bytes)
     try:
         fields = msgpack.unpackb(
             payload, raw=False, use_list=True, max_array_len=16, max_map_len=max_replicas
@@ -306,7 +337,7 @@ def decode(
                 return _hello(spoken, peer_id, credentials)
             case MessageKind.SUBSCRIBE, [doc_id, version]:  # v1, or a v2 client's
                 return Subscribe(_doc(doc_id), _version(version, max_replicas))
-            case MessageKind.SUBSCRIBE, [doc_id, version, number, flags] if protocol >= 2:
+            case MessageKind.SUBSCRIBE, [doc_id, version, number, flags]:
                 if type(flags) is not int or flags & ~UNSIGNED:
                     raise DecodeError("malformed subscribe flags")
                 return Subscribe(
