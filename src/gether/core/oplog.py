@@ -37,9 +37,9 @@ _EMPTY: Vector = {}
 class EventLog:
     __slots__ = (
         "_checked",
-        "accept_unsigned",
         "_keys",
         "_vectors",
+        "accept_unsigned",
         "chains",
         "heads",
         "local",

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from fnmatch import fnmatchcase
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Protocol
 
 from gether.core.event import Event
