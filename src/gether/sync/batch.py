@@ -45,15 +45,16 @@ Holds = Callable[[EventId], bool]
 
 # record flags, the common ones in the low bits (a keystroke's fit in one byte)
 BASE = 1  # deltas are from the author's previous event (seq - 1)
-DENSE = 2  # counter follows the base's ops and lamport is the base's + 1 (both omitted)
+DENSE = 2  # the counter follows the base's ops (omitted)
 ONLY_PREV = 4  # the only parent is the base, hash-less (parents omitted)
 SIGNATURE = 8  # a signature follows
-KEY = 16  # a key id follows (else the base's)
-PUBLIC = 32  # a public key follows
-PREV_OWN = 64  # prev is the base's hash
-HLC_LOW = 128  # the low 16 bits of the HLC follow (else 0)
-PREV_HASH = 256  # a prev hash follows (rare: the author's previous event is not held)
-_FLAGS = 511
+LAMPORT = 16  # lamport is 1 + the parents' highest, all held (omitted)
+PREV_OWN = 32  # prev is the base's hash
+HLC_LOW = 64  # the low 16 bits of the HLC follow (else 0)
+KEY = 128  # a key id follows (else the base's)
+PUBLIC = 256  # a public key follows
+PREV_HASH = 512  # a prev hash follows (rare: the author's previous event is not held)
+_FLAGS = 1023
 
 _EXT_REF = 16  # inside ops: a string of the batch table (index, big-endian)
 _EXT_OWN = 17  # inside ops: (author, counter - d), d signed big-endian
@@ -165,31 +166,44 @@ def encode_batch(
         if base is None and seq > 1 and known(own_previous):
             base = lookup(own_previous)
         flags = 0
-        counter, lamport, hlc_ms = event.counter, event.lamport, event.hlc >> 16
+        counter, hlc_ms = event.counter, event.hlc >> 16
         if base is not None:
             flags |= BASE
             counter -= base.end
-            lamport -= base.lamport
             hlc_ms -= base.hlc >> 16
-            if counter == 0 and lamport == 1:
+            if counter == 0:
                 flags |= DENSE
             if len(event.parents) == 1 and event.parents[0][0] == own_previous:
                 flags |= ONLY_PREV
         fields: list[Any] = [table[replica], seq - last_seq.get(replica, 0)]
         if not flags & DENSE:
-            fields += [counter, lamport]
+            fields.append(counter)
         fields.append(hlc_ms)
         if event.hlc & 0xFFFF:
             flags |= HLC_LOW
             fields.append(event.hlc & 0xFFFF)
+        # the receiver knows the lamport of parents it holds: an event's is
+        # the highest of them + 1 (a rule every valid event follows)
+        highest: int | None = 0
+        parents: list[Any] = []
+        for (p_replica, p_seq), digest in event.parents:
+            parents.append(table[p_replica])
+            parents.append(p_seq - seq if p_replica == replica else p_seq)
+            if known((p_replica, p_seq)):
+                parent = in_batch.get((p_replica, p_seq)) or lookup((p_replica, p_seq))
+                if parent is None or highest is None:
+                    highest = None
+                else:
+                    highest = max(highest, parent.lamport)
+            else:
+                parents.append(digest)
+                highest = None
         if not flags & ONLY_PREV:
-            parents: list[Any] = []
-            for (p_replica, p_seq), digest in event.parents:
-                parents.append(table[p_replica])
-                parents.append(p_seq - seq if p_replica == replica else p_seq)
-                if not known((p_replica, p_seq)):
-                    parents.append(digest)
             fields.append(parents)
+        if highest is not None and event.lamport == highest + 1:
+            flags |= LAMPORT
+        else:
+            fields.append(event.lamport)
         fields.append(_compact(event.ops, table, replica, event.counter))
         signature = event.signature
         if signature is not None and (not thin_signatures or position in signed):
@@ -361,24 +375,23 @@ def _record(
         base = find((replica, seq - 1))
     if flags & DENSE:
         assert base is not None
-        counter, lamport = base.end, base.lamport + 1
+        counter = base.end
     else:
-        counter, lamport = _int(fields.next(), "counter"), _int(fields.next(), "lamport")
-        if base is not None:
-            counter += base.end
-            lamport += base.lamport
+        counter = _int(fields.next(), "counter") + (base.end if base is not None else 0)
     hlc_ms = _int(fields.next(), "hlc")
     if base is not None:
         hlc_ms += base.hlc >> 16
     hlc_low = _int(fields.next(), "hlc") if flags & HLC_LOW else 0
     if not 0 <= hlc_low <= 0xFFFF or not 0 <= hlc_ms < 2**47:
         raise DecodeError("malformed hlc in a record")
-    if counter < 0 or lamport < 0:
+    if counter < 0:
         raise DecodeError("a delta below zero in a record")
     parents: list[tuple[str, int, bytes]] = []
+    highest: int | None = 0
     if flags & ONLY_PREV:
         assert base is not None
         parents.append((replica, seq - 1, base.hash))
+        highest = base.lamport
     else:
         raw = fields.next()
         if type(raw) is not tuple:
@@ -395,10 +408,22 @@ def _record(
             i += 2
             if i < len(raw) and type(raw[i]) is bytes:
                 digest = _bytes(raw[i], 32, "parent hash")
+                highest = None
                 i += 1
             else:
-                digest = find((p_replica, p_seq)).hash
+                parent = find((p_replica, p_seq))
+                digest = parent.hash
+                if highest is not None:
+                    highest = max(highest, parent.lamport)
             parents.append((p_replica, p_seq, digest))
+    if flags & LAMPORT:
+        if highest is None:
+            raise DecodeError("an implied lamport with a parent not held")
+        lamport = highest + 1
+    else:
+        lamport = _int(fields.next(), "lamport")
+        if lamport < 0:
+            raise DecodeError("malformed lamport in a record")
     try:
         ops = _expand(fields.next(), strings, replica, counter)
     except RecursionError as exc:

@@ -512,7 +512,6 @@ class SyncConnection:
         if self.protocol >= 2:
             assert doc.number is not None
             peer_has = doc.peer_has
-            self._send_acks(force=True, only=doc_id)  # an ack owed rides along
             self.traffic.events_sent += len(batch)
             self._out += encode_events_frame(
                 doc.number,
