@@ -131,20 +131,11 @@ def encode_batch(
     the receiver has (None: every event not in the batch, the case of a
     caught-up subscriber); ``lookup`` finds the sender's copy of an author's
     previous event, the base of the deltas."""
-    table: dict[str, int] = {}
-    strings: list[str] = []
-
-    def index(replica: str) -> int:
-        found = table.get(replica)
-        if found is None:
-            found = table[replica] = len(strings)
-            strings.append(replica)
-        return found
-
+    names = {event.id[0] for event in events}
     for event in events:
-        index(event.id[0])
-        for (replica, _), _ in event.parents:
-            index(replica)
+        names.update(replica for (replica, _), _ in event.parents)
+    strings = sorted(names)  # sorted, neighbours share prefixes (dummy0001, dummy0002...)
+    table = {replica: i for i, replica in enumerate(strings)}
     signed: set[int] = set()
     if thin_signatures:
         newest: dict[str, int] = {}

@@ -17,7 +17,12 @@ from typing import Any
 import msgpack
 
 from gether.core.ids import Version
-from gether.errors import DecodeError, LimitExceededError, UnsupportedVersionError
+from gether.errors import (
+    DecodeError,
+    GetherError,
+    LimitExceededError,
+    UnsupportedVersionError,
+)
 
 MAGIC = "gether-sync"
 PROTOCOL_VERSION = 1
@@ -289,7 +294,7 @@ def _events_v2(payload: bytes, max_bytes: int) -> EventsV2:
             records = _inflate(Encoding.ZLIB, packed, max_bytes)
         else:
             records = payload[start:]
-    except DecodeError:
+    except GetherError:  # DecodeError, LimitExceededError of the inflation
         raise
     except Exception as exc:  # msgpack raises several unrelated types
         raise DecodeError(f"malformed events message: {exc}") from exc
