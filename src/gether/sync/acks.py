@@ -36,6 +36,9 @@ class Receipts:
         self.unsent = 0
         """Batches stored and not acknowledged on the wire yet."""
         self._last_sent: float | None = None
+        self._hurry = 0
+        """Batches up to this token are acknowledged as soon as they are stored
+        (a ping came after them: its sender waits to see them stored)."""
 
     def arrived(self) -> int:
         """A new batch; its token for ``settle``."""
@@ -67,10 +70,16 @@ class Receipts:
                 out.append(refusal)
         return out
 
+    def hurry(self) -> None:
+        """A ping arrived: what came before it is acknowledged once stored."""
+        self._hurry = self._next
+
     def take(self, now: float, force: bool = False) -> int:
         """How many stored batches to acknowledge now (0: not yet)."""
         if not self.unsent:
             return 0
+        if self._hurry and (not self._order or self._order[0] > self._hurry):
+            force, self._hurry = True, 0
         if not force and self._last_sent is not None and now - self._last_sent < ACK_INTERVAL:
             return 0
         count, self.unsent = self.unsent, 0

@@ -606,6 +606,8 @@ class SyncConnection:
                     self._refused(doc_id, message)
             case Ping(nonce):
                 self._send_acks(force=True)
+                for state in self._docs.values():  # and those the owner still stores
+                    state.receipts.hurry()
                 for doc_id in list(self._docs):
                     self.push(doc_id)
                 self._send(Pong(nonce))
