@@ -4,6 +4,7 @@ for every caught-up subscriber, and unsigned documents."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import zlib
@@ -24,7 +25,7 @@ from gether.sync import Hello, Limits, Role, SyncConnection
 from gether.sync.batch import BASE, decode_batch, encode_batch, encode_table
 from gether.sync.connection import encode_events_frame
 from gether.sync.framing import FrameReader, frame
-from gether.sync.messages import MAGIC, AckV2, EventsV2, MessageKind, decode, encode
+from gether.sync.messages import MAGIC, AckV2, Error, EventsV2, MessageKind, decode, encode
 from gether.testing.histories import edit, history
 from gether.testing.sync import DocumentsHost, pump
 
@@ -389,3 +390,61 @@ def test_limits_apply_to_v2_batches() -> None:
     assert a.protocol == 2
     assert a.closed and a.close_reason is not None
     assert a.close_reason.code == "limit_exceeded"
+
+
+async def test_a_client_falls_back_to_v1_with_a_server_from_before_v2(tmp_path: Path) -> None:
+    """A server from before v2 reads a Hello offering [1, 2] as an unknown
+    version and closes with unsupported_version; the client then offers v1
+    alone. Emulated by a proxy that refuses such hellos in front of a server
+    speaking v1 only."""
+    running = await start_server(
+        f"sqlite:///{tmp_path}/server.db",
+        port=0,
+        tcp_port=0,
+        config=HubConfig(versions=(1,)),
+        handle_signals=False,
+    )
+    assert running.tcp_url is not None
+    upstream_port = int(running.tcp_url.rsplit(":", 1)[1])
+    refused = 0
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def old_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal refused
+        size = int.from_bytes(await reader.readexactly(4), "big")
+        payload = await reader.readexactly(size)
+        if isinstance(msgpack.unpackb(payload)[2], list):
+            refused += 1
+            writer.write(frame(encode(Error("unsupported_version", "not spoken", None))))
+            await writer.drain()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        up_writer.write(frame(payload))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    proxy = await asyncio.start_server(old_server, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        doc = gether.Document("alice")
+        doc.text("t").insert(0, "hello")
+        url = f"tcp://127.0.0.1:{port}"
+        async with gether.connect(
+            url, "d", doc=doc, backoff=(0.01, 0.05), offline_start=True
+        ) as session:
+            await session.sync(timeout=10)
+            assert session._conn is not None and session._conn.protocol == 1
+            assert session.versions == (1,) and refused == 1
+        other = gether.Document("bob")
+        async with gether.connect(running.tcp_url, "d", doc=other) as session:
+            await session.sync(timeout=10)
+        assert other.to_json() == doc.to_json()
+    finally:
+        proxy.close()
+        await running.stop()

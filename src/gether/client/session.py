@@ -28,7 +28,7 @@ from gether.errors import (
     UsageError,
 )
 from gether.sync.connection import Limits, Role, SyncConnection, Traffic
-from gether.sync.messages import Error
+from gether.sync.messages import VERSIONS, Error
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class ClientSession:
         self.errors: list[Error] = []
         """Refusals the server sent for our events (and the reasons it closed)."""
         self.connections = 0
+        self.versions = VERSIONS
+        """Protocol versions offered; v1 alone after a server refused them all."""
         self._past_traffic = Traffic()
         self._host = _OneDocument(doc_id, doc)
         self._conn: SyncConnection | None = None
@@ -188,6 +190,7 @@ class ClientSession:
             now=self._loop.time(),
             credentials=self.token,
             limits=self.limits,
+            versions=self.versions,
         )
         conn.subscribe(self.doc_id)
         self._conn, self._channel = conn, channel
@@ -247,8 +250,13 @@ class ClientSession:
             pass
         finally:
             ticker.cancel()
-            if conn.close_reason is not None:
-                self.errors.append(conn.close_reason)
+            reason = conn.close_reason
+            if reason is not None:
+                self.errors.append(reason)
+                if reason.code == "unsupported_version" and conn.peer is None:
+                    # a server from before v2 refuses an offer of several
+                    # versions: speak v1 alone, as it does, from now on
+                    self.versions = (1,)
 
     def _process(self, conn: SyncConnection) -> None:
         for doc_id in conn.subscriptions_requested():

@@ -23,6 +23,7 @@ from gether.document import Document
 from gether.errors import GetherError, LimitExceededError, RejectedEventsError, UsageError
 from gether.store.base import EventStore, Snapshot, check_doc_id
 from gether.sync.connection import Limits
+from gether.sync.messages import VERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class HubConfig:
     """Seconds a session waits to gather events into one frame per subscriber."""
     mesh: bool = False
     """Every session subscribes to every document the hub holds (peers)."""
+    versions: tuple[int, ...] = VERSIONS
+    """Sync protocol versions spoken (the highest common one is used)."""
     unsigned: tuple[str, ...] = ()
     """Glob patterns (``fnmatch``) of document ids hosted without per-event
     signatures: the authenticated connection vouches for the author instead."""

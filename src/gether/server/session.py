@@ -54,7 +54,12 @@ class Session:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.conn = SyncConnection(
-            hub, hub.config.server_id, role, now=loop.time(), limits=hub.config.limits
+            hub,
+            hub.config.server_id,
+            role,
+            now=loop.time(),
+            limits=hub.config.limits,
+            versions=hub.config.versions,
         )
         self._send_lock = asyncio.Lock()
         self._dirty: set[str] = set()

@@ -532,6 +532,11 @@ class SyncConnection:
 
     def _handle(self, message: Message) -> None:
         if self.peer is None:
+            if isinstance(message, Error) and message.doc_id is None:
+                # the peer refused our hello (e.g. unsupported_version): its reason
+                self.close_reason = message
+                self.closed = True
+                return
             if not isinstance(message, Hello):
                 raise ProtocolViolationError("the first message must be a hello")
             chosen = self._negotiate(message)
