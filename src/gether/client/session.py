@@ -80,7 +80,7 @@ class ClientSession:
         self.errors: list[Error] = []
         """Refusals the server sent for our events (and the reasons it closed)."""
         self.connections = 0
-        self.versions = VERSIONS
+        self.versions: tuple[int, ...] = VERSIONS
         """Protocol versions offered; v1 alone after a server refused them all."""
         self._past_traffic = Traffic()
         self._host = _OneDocument(doc_id, doc)
