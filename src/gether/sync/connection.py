@@ -452,12 +452,12 @@ class SyncConnection:
             raise ProtocolViolationError(f"document number {number} is not subscribed")
         return doc_id, doc
 
-    def _send_acks(self, force: bool = False, only: str | None = None) -> None:
+    def _send_acks(self, force: bool = False) -> None:
         """The cumulative acks that are due (all owed ones with ``force``)."""
         if self.protocol < 2:
             return
-        for doc_id, doc in self._docs.items():
-            if doc.number is None or (only is not None and doc_id != only):
+        for doc in self._docs.values():
+            if doc.number is None:
                 continue
             count = doc.receipts.take(self._now, force)
             if count:
