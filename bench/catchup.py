@@ -205,8 +205,8 @@ async def run(url: str, args: argparse.Namespace) -> Outcome:
 
 
 def batches_size(events: Sequence[Event], signatures: str) -> int:
-    """What-if: the bytes of the ``Events`` frames carrying ``events`` in the
-    server's batches (1,000 events), re-encoded with the signatures kept:
+    """What-if: the bytes of the protocol v1 ``Events`` frames carrying
+    ``events`` in the server's batches (1,000 events), re-encoded with the signatures kept:
     "all" (as sent), "newest" (each author's newest event in each batch only:
     the hash chain vouches for the others) or "none"."""
     total = 0
@@ -310,10 +310,10 @@ def print_table(out: Outcome, args: argparse.Namespace, yjs: tuple[int, int] | N
     row("gether: bytes received by the returning replica (real protocol)", out.wire_received)
     row("  its events uncompressed (bodies + signatures)",
         sum(len(e.body) + len(e.signature or b"") for e in events))  # fmt: skip
-    row("  what-if: batches as sent, re-encoded (check)", batches_size(events, "all"))
-    row("  what-if: only each author's newest signature per batch",
+    row("  what-if: protocol v1 batches, re-encoded", batches_size(events, "all"))
+    row("  what-if: v1, only each author's newest signature per batch",
         batches_size(events, "newest"))  # fmt: skip
-    row("  what-if: no signatures (a policy that opts out)", batches_size(events, "none"))
+    row("  what-if: v1, no signatures", batches_size(events, "none"))
     row("context: the JSON objects zlib-compressed together", json_zlib)
     if yjs is not None:
         step2, live = yjs

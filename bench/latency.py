@@ -48,6 +48,7 @@ from gether.core.event import Event  # noqa: E402
 from gether.core.ids import Version  # noqa: E402
 from gether.core.ops import TEXT_INSERT  # noqa: E402
 from gether.server.process import ServerProcess, wait_for_port  # noqa: E402
+from gether.sync.connection import encode_events_frame  # noqa: E402
 from gether.sync.framing import frame  # noqa: E402
 from gether.sync.messages import Events, Hello, Subscribe, encode  # noqa: E402
 
@@ -341,7 +342,8 @@ async def run_dummies(kind: str, url: str, first: int, count: int, seed: int) ->
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     dummies: list[Any] = []
     for i in range(first, first + count):
-        dummies.append(GetherDummy(f"dummy{i:04d}") if kind == "gether" else YDummy(10 + i))
+        gether_kind = kind.startswith("gether")
+        dummies.append(GetherDummy(f"dummy{i:04d}") if gether_kind else YDummy(10 + i))
     gate = asyncio.Semaphore(10)
 
     async def connect(dummy: Any) -> None:
@@ -383,14 +385,15 @@ async def run_dummies(kind: str, url: str, first: int, count: int, seed: int) ->
 
 @dataclass(frozen=True)
 class ServerSpec:
-    kind: str  # "gether" or "pycrdt"
+    kind: str  # "gether", "gether-unsigned" (documents hosted unsigned) or "pycrdt"
     coalesce: float = 0.0
 
     @property
     def label(self) -> str:
         if self.kind == "pycrdt":
             return "pycrdt-websocket"
-        return "gether" if self.coalesce == 0 else f"gether c={self.coalesce:g}"
+        name = "gether unsigned" if self.kind == "gether-unsigned" else "gether"
+        return name if self.coalesce == 0 else f"{name} c={self.coalesce:g}"
 
 
 class BenchServerProcess(ServerProcess):
@@ -428,13 +431,13 @@ async def serve(kind: str, store_url: str, port: int, coalesce: float) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.WARNING)
-    if kind == "gether":
+    if kind.startswith("gether"):
         from gether.server.hub import HubConfig
         from gether.server.serve import start_server
 
-        server = await start_server(
-            store_url, "127.0.0.1", port, None, HubConfig(coalesce=coalesce), handle_signals=True
-        )
+        unsigned = ("*",) if kind == "gether-unsigned" else ()
+        config = HubConfig(coalesce=coalesce, unsigned=unsigned)
+        server = await start_server(store_url, "127.0.0.1", port, None, config, handle_signals=True)
         await server.wait()
         return
     from pycrdt.websocket import ASGIServer, WebsocketServer
@@ -495,13 +498,14 @@ class GetherProbe(Probe):
     """Two ``gether.connect`` sessions; keystrokes are keyed by the writer's
     event seq, and the reader sees them through the document's listener."""
 
-    def __init__(self) -> None:
+    def __init__(self, signed: bool = True) -> None:
         super().__init__()
         self._writer_events: list[Event] = []
+        self.signed = signed
 
     async def start(self, url: str) -> None:
-        self.writer_doc = gether.Document(replica_id="writer")
-        self.reader_doc = gether.Document(replica_id="reader")
+        self.writer_doc = gether.Document(replica_id="writer", signed=self.signed)
+        self.reader_doc = gether.Document(replica_id="reader", signed=self.signed)
         self.reader_doc._listen(self._on_reader_events)  # no public on_change yet
         self.writer_doc._listen(self._on_writer_events)
         self._stack = contextlib.AsyncExitStack()
@@ -535,11 +539,20 @@ class GetherProbe(Probe):
         return self.writer.traffic.bytes_sent
 
     def key_bytes(self, keys: list[int]) -> list[int]:
-        """The ``Events`` frame that carried each keystroke alone (re-encoded:
-        signatures are set by the time they were sent)."""
+        """The ``Events`` frame that carried each keystroke alone (re-encoded
+        in the connection's protocol version: signatures are set by the time
+        they were sent)."""
         wanted = set(keys)
+        conn = self.writer._conn
+        if conn is None or conn.protocol < 2:
+            return [
+                len(frame(encode(Events(DOC, e.id[1], ((e.body, e.signature),)))))
+                for e in self._writer_events
+                if e.id[1] in wanted
+            ]
+        lookup = self.writer_doc.known_event
         return [
-            len(frame(encode(Events(DOC, e.id[1], ((e.body, e.signature),)))))
+            len(encode_events_frame(1, [e], lookup))
             for e in self._writer_events
             if e.id[1] in wanted
         ]
@@ -732,7 +745,9 @@ async def measure(spec: ServerSpec, n: int, args: argparse.Namespace) -> Result:
     result = Result(spec, n)
     server = await asyncio.to_thread(start_server_process, spec, args.store)
     dummies: list[asyncio.subprocess.Process] = []
-    probe: Probe = GetherProbe() if spec.kind == "gether" else YProbe()
+    probe: Probe = (
+        GetherProbe(signed=spec.kind == "gether") if spec.kind.startswith("gether") else YProbe()
+    )
     try:
         dummies = await start_dummies(spec, server.ws_url, n, args.per_process, args.seed)
         await probe.start(server.ws_url)
@@ -858,7 +873,7 @@ def print_table(results: Sequence[Result], args: argparse.Namespace) -> None:
             f"{r.median('bytes_up') or 0:>8.1f} {r.median('key_bytes') or 0:>6.1f}"
         )
         other = theirs.get(r.n)
-        if r.spec.kind == "gether" and other is not None:
+        if r.spec.kind.startswith("gether") and other is not None:
             line += (
                 f" {ratio(r.median('p50'), other.median('p50')):>6}"
                 f" {ratio(r.median('p99'), other.median('p99')):>6}"
@@ -881,7 +896,12 @@ def print_table(results: Sequence[Result], args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", help="comma-separated numbers of dummy writers (0,10,50,100,200)")
-    parser.add_argument("--servers", default="gether,pycrdt", help="gether, pycrdt or both")
+    parser.add_argument(
+        "--servers",
+        default="gether,pycrdt",
+        help="gether, gether-unsigned (documents without per-event signatures), pycrdt; "
+        "comma-separated",
+    )
     parser.add_argument("--coalesce", default="0", help="gether HubConfig.coalesce values, s")
     parser.add_argument("--store", default="memory://", help="the gether server's store")
     parser.add_argument("--runs", type=int, default=3, help="measurement windows (median)")
@@ -919,8 +939,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     specs: list[ServerSpec] = []
     for name in args.servers.split(","):
-        if name.strip() == "gether":
-            specs += [ServerSpec("gether", float(c)) for c in args.coalesce.split(",")]
+        if name.strip() in ("gether", "gether-unsigned"):
+            specs += [ServerSpec(name.strip(), float(c)) for c in args.coalesce.split(",")]
         elif name.strip() == "pycrdt":
             specs.append(ServerSpec("pycrdt"))
     load = os.getloadavg()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ import gether
 from gether.core.ids import Version
 from gether.sync import Role, SyncConnection
 from gether.sync.fanout import SharedBatch
+from gether.sync.messages import VERSIONS
 from gether.testing.histories import edit
 from gether.testing.sync import DocumentsHost, deliver, pump
 
@@ -24,14 +26,17 @@ class Server:
     """A hub in miniature: one document, a connection per client, and fan-out
     exactly as ``DocumentHub._fan_out`` makes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, versions: tuple[int, ...] = VERSIONS) -> None:
+        self.versions = versions
         self.doc = gether.Document("server")
         self.host = DocumentsHost({DOC: self.doc}, shared={DOC: self.doc.version})
         self.conns: dict[int, SyncConnection] = {}
         self.batches: list[SharedBatch] = []
 
     def connection(self, i: int) -> SyncConnection:
-        conn = self.conns[i] = SyncConnection(self.host, "server", Role.SERVER, now=0.0)
+        conn = self.conns[i] = SyncConnection(
+            self.host, "server", Role.SERVER, now=0.0, versions=self.versions
+        )
         return conn
 
     @property
@@ -50,10 +55,10 @@ class Server:
 
 
 class Client:
-    def __init__(self, i: int) -> None:
+    def __init__(self, i: int, versions: tuple[int, ...] = VERSIONS) -> None:
         self.doc = gether.Document(f"c{i}")
         self.host = DocumentsHost({DOC: self.doc})
-        self.conn = SyncConnection(self.host, f"c{i}", Role.CLIENT, now=0.0)
+        self.conn = SyncConnection(self.host, f"c{i}", Role.CLIENT, now=0.0, versions=versions)
         self.conn.subscribe(DOC)
 
 
@@ -64,13 +69,20 @@ steps = st.lists(
 
 
 @settings(max_examples=150)
-@given(count=st.integers(2, 5), plan=steps, seed=st.integers(0, 2**32 - 1))
+@given(
+    count=st.integers(2, 5),
+    plan=steps,
+    seed=st.integers(0, 2**32 - 1),
+    protocols=st.lists(st.sampled_from([(1,), (2,), (1, 2)]), min_size=5, max_size=5),
+)
 def test_any_interleaving_of_edits_ticks_and_joins_converges(
-    count: int, plan: list[tuple[str, int]], seed: int
+    count: int, plan: list[tuple[str, int]], seed: int, protocols: list[tuple[int, ...]]
 ) -> None:
+    """Clients of protocol v1 and v2 on one server (v2 batches name parents
+    without their hashes: a live subscriber must hold them)."""
     rng = random.Random(seed)
     server = Server()
-    clients = [Client(i) for i in range(count)]
+    clients = [Client(i, protocols[i]) for i in range(count)]
     joined: set[int] = set()
 
     def join(i: int) -> None:
@@ -118,11 +130,13 @@ def test_long_random_schedules_converge() -> None:
     for _ in range(100):
         plan = [(rng.choice(kinds), rng.randrange(5)) for _ in range(rng.randrange(20, 120))]
         check = test_any_interleaving_of_edits_ticks_and_joins_converges.hypothesis.inner_test  # type: ignore[attr-defined]
-        check(count=rng.randint(2, 5), plan=plan, seed=rng.randrange(2**32))
+        protocols = [rng.choice([(1,), (2,)]) for _ in range(5)]
+        check(count=rng.randint(2, 5), plan=plan, seed=rng.randrange(2**32), protocols=protocols)
 
 
-def test_a_batch_is_packed_once_for_every_live_subscriber() -> None:
-    server = Server()
+@pytest.mark.parametrize("versions", [(1,), (1, 2)])
+def test_a_batch_is_packed_once_for_every_live_subscriber(versions: tuple[int, ...]) -> None:
+    server = Server(versions)
     clients = [Client(i) for i in range(4)]
     for i, client in enumerate(clients):
         pump(client.conn, client.host, server.connection(i), server.host)
@@ -136,10 +150,11 @@ def test_a_batch_is_packed_once_for_every_live_subscriber() -> None:
     server.fan_out()
     (batch,) = server.batches
     frames = [server.conns[i].data_to_send() for i in range(4)]
-    # the same packed events in every frame (only the per-connection batch number could differ)
-    packed = batch.packed(server.conns[0].limits.compress_above)[1]
-    assert all(packed in frame for frame in frames)
-    assert batch.packed(server.conns[0].limits.compress_above)[1] is packed
+    if versions == (1,):  # the same packed events; v1 numbers each connection's batches
+        packed = batch.packed(server.conns[0].limits.compress_above)[1]
+        assert all(packed in frame for frame in frames)
+    else:  # v2: nothing per connection, the very same frame
+        assert all(frame == frames[0] for frame in frames)
     for i, client in enumerate(clients):
         deliver(client.conn, client.host, frames[i], 0.0)
         assert client.doc.to_json() == {"title": "hello"}

@@ -76,7 +76,7 @@ TOO_MANY = msgpack.packb([[b"e", None]] * 10_001)
     [
         (b"\xc1garbage", "decode"),
         (msgpack.packb([99, 1]), "decode"),  # unknown kind
-        (msgpack.packb([MessageKind.HELLO, MAGIC, 2, "a", None]), "unsupported_version"),
+        (msgpack.packb([MessageKind.HELLO, MAGIC, 99, "a", None]), "unsupported_version"),
         (msgpack.packb([MessageKind.HELLO, "other-protocol", 1, "a", None]), "decode"),
         (msgpack.packb([MessageKind.SUBSCRIBE, "", {}]), "decode"),
         (msgpack.packb([MessageKind.SUBSCRIBE, "d", {"bad id!": 1}]), "decode"),
@@ -120,12 +120,16 @@ def pair(
     docs_a: dict[str, gether.Document],
     docs_b: dict[str, gether.Document],
     limits: Limits | None = None,
+    versions: tuple[int, ...] = (1, 2),
 ) -> tuple[SyncConnection, DocumentsHost, SyncConnection, DocumentsHost]:
     host_a = DocumentsHost(docs_a, gether.Document, "a-host")
     host_b = DocumentsHost(docs_b, gether.Document, "b-host")
-    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits)
+    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits, versions=versions)
     b = SyncConnection(host_b, "b", Role.SERVER, now=0.0, limits=limits)
     return a, host_a, b, host_b
+
+
+both_versions = pytest.mark.parametrize("versions", [(1,), (1, 2)], ids=["v1", "v2"])
 
 
 Docs = dict[str, gether.Document]
@@ -150,12 +154,16 @@ def divergent(seed: int, doc_ids: list[str]) -> tuple[Docs, Docs]:
     return side_a, side_b
 
 
+@both_versions
 @settings(max_examples=60)
 @given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 3))
-def test_divergent_replicas_converge_then_go_quiet(seed: int, count: int) -> None:
+def test_divergent_replicas_converge_then_go_quiet(
+    seed: int, count: int, versions: tuple[int, ...]
+) -> None:
     doc_ids = [f"doc{i}" for i in range(count)]
     docs_a, docs_b = divergent(seed, doc_ids)
-    a, host_a, b, host_b = pair(docs_a, docs_b)
+    a, host_a, b, host_b = pair(docs_a, docs_b, versions=versions)
+    assert a.protocol == b.protocol == 1 or versions != (1,)
     for doc_id in doc_ids:
         a.subscribe(doc_id)
     stats = pump(a, host_a, b, host_b)
@@ -173,8 +181,9 @@ def test_divergent_replicas_converge_then_go_quiet(seed: int, count: int) -> Non
     assert pump(a, host_a, b, host_b).round_trips == 0
 
 
-def test_live_edits_flow_both_ways() -> None:
-    a, host_a, b, host_b = pair({}, {})
+@both_versions
+def test_live_edits_flow_both_ways(versions: tuple[int, ...]) -> None:
+    a, host_a, b, host_b = pair({}, {}, versions=versions)
     a.subscribe("notes")
     pump(a, host_a, b, host_b)
     left, right = host_a.document("notes"), host_b.document("notes")
@@ -184,12 +193,17 @@ def test_live_edits_flow_both_ways() -> None:
         b.push("notes")
         pump(a, host_a, b, host_b)
         assert left.to_json() == right.to_json()
+    # v2 acknowledges at most about once a second: a second later, all is said
+    a.tick(1.0)
+    b.tick(1.0)
+    pump(a, host_a, b, host_b, now=1.0)
     assert a.is_synced("notes") and b.is_synced("notes")
 
 
-def test_ping_brings_everything_the_peer_has() -> None:
+@both_versions
+def test_ping_brings_everything_the_peer_has(versions: tuple[int, ...]) -> None:
     docs_a, docs_b = divergent(7, ["d"])
-    a, host_a, b, host_b = pair(docs_a, docs_b)
+    a, host_a, b, host_b = pair(docs_a, docs_b, versions=versions)
     a.subscribe("d")
     pump(a, host_a, b, host_b)
     host_b.document("d").text("late").insert(0, "news")  # b did not push it
@@ -199,18 +213,20 @@ def test_ping_brings_everything_the_peer_has() -> None:
     assert host_a.document("d").to_json() == host_b.document("d").to_json()
 
 
-def test_big_histories_go_in_bounded_batches() -> None:
+@both_versions
+def test_big_histories_go_in_bounded_batches(versions: tuple[int, ...]) -> None:
     _, source = history(replica_count=2, edits=2500, seed=3)
-    a, host_a, b, host_b = pair({}, {"big": source}, Limits(batch_events=100))
+    a, host_a, b, host_b = pair({}, {"big": source}, Limits(batch_events=100), versions)
     a.subscribe("big")
     stats = pump(a, host_a, b, host_b)
     assert host_a.document("big").to_json() == source.to_json()
     assert stats.round_trips <= 4
 
 
-def test_rejected_events_are_reported_to_the_sender() -> None:
+@both_versions
+def test_rejected_events_are_reported_to_the_sender(versions: tuple[int, ...]) -> None:
     docs_a, docs_b = divergent(9, ["d"])
-    a, host_a, b, host_b = pair(docs_a, docs_b)
+    a, host_a, b, host_b = pair(docs_a, docs_b, versions=versions)
     a.subscribe("d")
     pump(a, host_a, b, host_b)
     doc = host_a.document("d")
@@ -337,7 +353,8 @@ def test_a_big_batch_in_the_same_chunk_as_the_hello() -> None:
     limits = Limits(compress_above=10**9)  # one big uncompressed batch
     host_a = DocumentsHost({}, gether.Document)
     host_b = DocumentsHost({"d": source}, gether.Document)
-    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits)
+    # v1: its batches are big enough to pass the limit before hello
+    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits, versions=(1,))
     b = SyncConnection(host_b, "b", Role.SERVER, now=0.0, limits=limits)
     a.subscribe("d")
     b.receive_data(a.data_to_send(), 0.0)

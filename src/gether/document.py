@@ -37,11 +37,16 @@ class Document(_CoreDocument):
         key: SigningKey | None = None,
         clock: Clock | None = wall_clock,
         schema: SchemaLike | None = None,
+        signed: bool = True,
     ) -> None:
         """``schema``: a JSON Schema (with ``x-merge`` policies) or a dataclass
-        that every edit and received event is validated against."""
+        that every edit and received event is validated against. ``signed=False``:
+        no per-event signatures, for a document a server hosts unsigned
+        (``gether serve --unsigned``); see docs/architecture.md."""
         replica_id, key = self._identity(replica_id, key)
-        super().__init__(replica_id, key, clock, merges=registered, schema=_schema(schema))
+        super().__init__(
+            replica_id, key, clock, merges=registered, schema=_schema(schema), signed=signed
+        )
 
     @staticmethod
     def _default_clock() -> Clock | None:
@@ -60,8 +65,9 @@ class Document(_CoreDocument):
         clock: Clock | None = None,
         *,
         schema: SchemaLike | None = None,
+        signed: bool = True,
     ) -> Self:
-        return super().load(data, replica_id, key, clock, schema=_schema(schema))
+        return super().load(data, replica_id, key, clock, schema=_schema(schema), signed=signed)
 
     def model(self, cls: type[M]) -> M:
         """A live, typed view of this document as the dataclass ``cls``:

@@ -19,10 +19,12 @@
     │   ├── InvalidEventError        a well-formed event that breaks a rule
     │   │   ├── HashMismatchError    a parent hash that is not the parent's hash
     │   │   ├── SignatureError       a missing or forged signature
+    │   │   │   └── SignatureRequiredError  an unsigned event for a signed document
     │   │   ├── InvalidKeyError      a malformed or small-order public key
     │   │   ├── EquivocationError    one (replica, seq) with two different hashes
     │   │   ├── SchemaRejectedError  an event that breaks the document's schema
     │   │   └── AccessRejectedError  an event its author's roles did not allow
+    │   ├── UnknownParentError       a hash-less parent the receiver does not hold
     │   ├── LimitExceededError       input over a configured limit
     │   └── ProtocolViolationError   a well-formed message that breaks the sync protocol
     ├── StorageError                 the event store failed; nothing was written
@@ -181,6 +183,13 @@ class SignatureError(InvalidEventError):
     code = "bad_signature"
 
 
+class SignatureRequiredError(SignatureError):
+    """An event without a signature (and no signed successor to vouch for it)
+    for a document that requires per-event signatures."""
+
+    code = "signature_required"
+
+
 class InvalidKeyError(InvalidEventError):
     """A public key that is malformed or of small order."""
 
@@ -222,6 +231,14 @@ class AccessRejectedError(InvalidEventError):
         self.reason = reason
         message = f"access denied at {_where(self.path)}: {reason}"
         super().__init__(f"{event}: {message}" if event is not None else message)
+
+
+class UnknownParentError(RemoteError):
+    """A v2 batch names a parent by (replica, seq) alone and the receiver does
+    not hold it, so it cannot recompute the event's hash; the sender sends the
+    batch again with the parents' hashes (docs/protocol.md)."""
+
+    code = "unknown_parent"
 
 
 class LimitExceededError(RemoteError):
@@ -315,10 +332,12 @@ __all__ = [
     "SchemaRejectedError",
     "SchemaViolationError",
     "SignatureError",
+    "SignatureRequiredError",
     "StorageError",
     "StorageFullError",
     "StoreUnavailableError",
     "TypeMismatchError",
+    "UnknownParentError",
     "UnsupportedVersionError",
     "UsageError",
 ]

@@ -116,6 +116,12 @@ def schema(target: str) -> None:
     help="Seconds a document gathers new events before sending them, packed once, "
     "to all its subscribers.",
 )
+@click.option(
+    "--unsigned",
+    multiple=True,
+    metavar="PATTERN",
+    help="Host documents whose id matches this glob without per-event signatures (repeatable).",
+)
 def serve(
     store_url: str,
     host: str,
@@ -123,13 +129,14 @@ def serve(
     tcp_port: int | None,
     snapshot_every: int,
     coalesce: float,
+    unsigned: tuple[str, ...],
 ) -> None:
     """Run a sync server: WebSocket on --port, raw TCP on --tcp-port."""
     from gether.cli import serving
 
     _guarded(
         lambda: serving.run(
-            serving.serve(store_url, host, port, tcp_port, snapshot_every, coalesce)
+            serving.serve(store_url, host, port, tcp_port, snapshot_every, coalesce, unsigned)
         )
     )
 

@@ -15,14 +15,20 @@ from gether.server.serve import start_server
 
 
 async def serve(
-    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int, coalesce: float
+    store_url: str,
+    host: str,
+    port: int,
+    tcp_port: int | None,
+    snapshot_every: int,
+    coalesce: float,
+    unsigned: tuple[str, ...] = (),
 ) -> None:
     server = await start_server(
         store_url,
         host,
         port,
         tcp_port,
-        HubConfig(snapshot_every=snapshot_every, coalesce=coalesce),
+        HubConfig(snapshot_every=snapshot_every, coalesce=coalesce, unsigned=unsigned),
         handle_signals=False,
     )
     loop = asyncio.get_running_loop()

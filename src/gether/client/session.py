@@ -24,10 +24,11 @@ from gether.errors import (
     ConnectionFailedError,
     GetherError,
     RejectedEventsError,
+    SignatureRequiredError,
     UsageError,
 )
 from gether.sync.connection import Limits, Role, SyncConnection, Traffic
-from gether.sync.messages import Error
+from gether.sync.messages import VERSIONS, Error
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ class _OneDocument:
 
     def events_since(self, doc_id: str, version: Version) -> list[Event]:
         return self.doc.events_since(version)
+
+    def event(self, doc_id: str, event_id: tuple[str, int]) -> Event | None:
+        return self.doc.known_event(event_id)
+
+    def signed(self, doc_id: str) -> bool:
+        return self.doc.signed
 
 
 class ClientSession:
@@ -73,6 +80,8 @@ class ClientSession:
         self.errors: list[Error] = []
         """Refusals the server sent for our events (and the reasons it closed)."""
         self.connections = 0
+        self.versions: tuple[int, ...] = VERSIONS
+        """Protocol versions offered; v1 alone after a server refused them all."""
         self._past_traffic = Traffic()
         self._host = _OneDocument(doc_id, doc)
         self._conn: SyncConnection | None = None
@@ -181,6 +190,7 @@ class ClientSession:
             now=self._loop.time(),
             credentials=self.token,
             limits=self.limits,
+            versions=self.versions,
         )
         conn.subscribe(self.doc_id)
         self._conn, self._channel = conn, channel
@@ -240,12 +250,23 @@ class ClientSession:
             pass
         finally:
             ticker.cancel()
-            if conn.close_reason is not None:
-                self.errors.append(conn.close_reason)
+            reason = conn.close_reason
+            if reason is not None:
+                self.errors.append(reason)
+                if reason.code == "unsupported_version" and conn.peer is None:
+                    # a server from before v2 refuses an offer of several
+                    # versions: speak v1 alone, as it does, from now on
+                    self.versions = (1,)
 
     def _process(self, conn: SyncConnection) -> None:
         for doc_id in conn.subscriptions_requested():
             conn.refuse(doc_id, UsageError(f"this client syncs {self.doc_id} only"))
+        if conn.unsigned(self.doc_id) and self.doc.signed:
+            # the server would send events no signature vouches for
+            conn.close(
+                SignatureRequiredError(f"{self.doc_id} is hosted unsigned; this copy is signed")
+            )
+            return
         for received in conn.events_received():
             try:
                 self.doc.apply_events(received.events, callback_error=_log_callback_error)

@@ -114,13 +114,16 @@ class Document:
         policies: PolicyNode | None = None,
         merges: Mapping[str, MergeFunction] | None = None,
         schema: Schema | Mapping[str, Any] | None = None,
+        signed: bool = True,
     ) -> None:
         self._replica = check_replica_id(replica_id)
+        self._signed = signed
         self._key = key
         self._clock_source = clock
         self._clock = HybridClock(clock)
         self._state = DocState()
         self._log_value: EventLog | None = EventLog(self._replica)
+        self._log_value.accept_unsigned = not signed
         self._log_value.bind_key(self._replica, key.key_id, None)
         self._saved: SavedDocument | None = None
         self._tips: TipLog | None = None
@@ -197,6 +200,7 @@ class Document:
         saved = self._saved
         assert saved is not None
         self._log_value = log = EventLog(self._replica)
+        log.accept_unsigned = not self._signed
         log.bind_key(self._replica, self._key.key_id, None)
         self._replay(saved.events(), state=False)
         tips = self._tips
@@ -228,7 +232,7 @@ class Document:
         log = self._log
         staged = [e.to_bytes() for e in log.staged.values()]
         chain = log.chains.get(self._replica)
-        if chain and chain[-1].signature is None:
+        if chain and chain[-1].signature is None and self._signed:
             chain[-1].sign(self._key)
         return encode_document(self._state, log.chains, log.heads, staged, self._clock.last)
 
@@ -241,6 +245,7 @@ class Document:
         clock: Clock | None = None,
         *,
         schema: Schema | Mapping[str, Any] | None = None,
+        signed: bool = True,
     ) -> Self:
         """Open a saved document as a replica (a new one unless ``replica_id`` and
         its ``key`` are given). Only the state is decoded now; history waits
@@ -249,6 +254,7 @@ class Document:
         saved = decode_document(data)
         replica_id, key = cls._identity(replica_id, key)
         doc = cls._blank(replica_id, key, clock if clock is not None else cls._default_clock())
+        doc.signed = signed
         bound = saved.key_of(check_replica_id(replica_id))
         if bound is not None and bound != key.key_id:
             raise UsageError(f"replica {replica_id} signs with another key: pass its key")
@@ -278,6 +284,20 @@ class Document:
     @property
     def read_only(self) -> bool:
         return self._read_only
+
+    @property
+    def signed(self) -> bool:
+        """Are events signed one by one (the default)? An unsigned document
+        signs none of its own and accepts received events without signatures:
+        the server's authenticated connection vouches for their author instead
+        (docs/architecture.md, "Unsigned documents")."""
+        return self._signed
+
+    @signed.setter
+    def signed(self, value: bool) -> None:
+        self._signed = value
+        if self._log_value is not None:
+            self._log_value.accept_unsigned = not value
 
     # -- transactions ---------------------------------------------------------
 
@@ -360,7 +380,8 @@ class Document:
         if journal is not None:
             # every durable event is signed: after a crash, any of them may be
             # the newest of our chain, which must vouch for the rest
-            event.sign(key)
+            if self._signed:
+                event.sign(key)
             try:
                 journal.write_local(event)
             except BaseException:
@@ -772,11 +793,20 @@ class Document:
         self._sign_tips(events)
         return events
 
+    def known_event(self, event_id: tuple[str, int]) -> Event | None:
+        """The event ``event_id``, applied or waiting for its parents, if held
+        here (the sync protocol resolves hash-less parents with it)."""
+        log = self._log
+        found = log.get(event_id)
+        return found if found is not None else log.staged.get(event_id)
+
     def _commit_if_open(self) -> None:
         if self._depth:
             raise UsageError("finish the transaction before exchanging events")
 
     def _sign_tips(self, events: list[Event]) -> None:
+        if not self._signed:
+            return
         for event in reversed(events):
             if event.id[0] == self._replica:
                 event.sign_later(self._key)
@@ -993,6 +1023,7 @@ class Document:
 
     def _spawn(self, replica_id: str, key: SigningKey) -> Self:
         doc = self._blank(replica_id, key, self._clock_source)
+        doc.signed = self._signed
         doc._set_policies(self._policies, self._merges)
         if self._guard is not None:
             doc._use_schema(self._guard.schema)

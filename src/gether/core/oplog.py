@@ -39,6 +39,7 @@ class EventLog:
         "_checked",
         "_keys",
         "_vectors",
+        "accept_unsigned",
         "chains",
         "heads",
         "local",
@@ -63,6 +64,8 @@ class EventLog:
         self.trusted: set[EventKey] = set()
         self.rejected: dict[EventKey, bytes] = {}
         self._checked: dict[bytes, Ed25519PublicKey] = {}
+        self.accept_unsigned = False
+        """An unsigned document: events need no signature (one that is there is still checked)."""
 
     # -- what is applied -----------------------------------------------------
 
@@ -215,6 +218,8 @@ class EventLog:
                     continue
                 if verdict:
                     self._trust_chain(event, errors)
+            elif self.accept_unsigned:
+                self._trust_chain(event, errors)
             else:
                 after = self._trusted_successor(event_id)
                 if after is not None:

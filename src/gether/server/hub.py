@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Protocol
 
 from gether.core.event import Event
@@ -23,6 +24,7 @@ from gether.errors import GetherError, LimitExceededError, RejectedEventsError, 
 from gether.store.base import EventStore, Snapshot, check_doc_id
 from gether.sync.connection import Limits
 from gether.sync.fanout import SharedBatch
+from gether.sync.messages import VERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ class HubConfig:
     since sending a frame, not packing it, is then what costs."""
     mesh: bool = False
     """Every session subscribes to every document the hub holds (peers)."""
+    versions: tuple[int, ...] = VERSIONS
+    """Sync protocol versions spoken (the highest common one is used)."""
+    unsigned: tuple[str, ...] = ()
+    """Glob patterns (``fnmatch``) of document ids hosted without per-event
+    signatures: the authenticated connection vouches for the author instead."""
 
 
 class Subscriber(Protocol):
@@ -57,9 +64,10 @@ class Subscriber(Protocol):
 
 
 class HostedDocument:
-    def __init__(self, doc_id: str, doc: Document) -> None:
+    def __init__(self, doc_id: str, doc: Document, number: int = 1) -> None:
         self.doc_id = doc_id
         self.doc = doc
+        self.number = number
         self.lock = asyncio.Lock()
         self.subscribers: set[Subscriber] = set()
         self.parked: dict[Subscriber, set[tuple[str, int]]] = {}
@@ -76,6 +84,9 @@ class DocumentHub:
         self.store = store
         self.config = config or HubConfig()
         self._docs: dict[str, HostedDocument] = {}
+        self._numbers: dict[str, int] = {}
+        """Document numbers of protocol v2, kept for the life of the hub (a
+        document evicted and reloaded keeps its number)."""
         self._loading: dict[str, asyncio.Task[HostedDocument]] = {}
         self._snapshots: set[asyncio.Task[None]] = set()
         self.sessions: set[Subscriber] = set()
@@ -88,6 +99,18 @@ class DocumentHub:
 
     def events_since(self, doc_id: str, version: Version) -> list[Event]:
         return self._docs[doc_id].doc.events_since(version)
+
+    def event(self, doc_id: str, event_id: tuple[str, int]) -> Event | None:
+        return self._docs[doc_id].doc.known_event(event_id)
+
+    def signed(self, doc_id: str) -> bool:
+        """Does the document require per-event signatures (not in ``unsigned``)?"""
+        return not any(fnmatchcase(doc_id, p) for p in self.config.unsigned)
+
+    def doc_number(self, doc_id: str) -> int:
+        """The document's number on every v2 connection of this server (so a
+        batch of it is encoded once for all its subscribers)."""
+        return self._docs[doc_id].number
 
     # -- loading -------------------------------------------------------------------
 
@@ -106,14 +129,15 @@ class DocumentHub:
 
     async def _load(self, doc_id: str) -> HostedDocument:
         doc = await self._load_document(doc_id)
-        hosted = self._docs[doc_id] = HostedDocument(doc_id, doc)
+        number = self._numbers.setdefault(doc_id, len(self._numbers) + 1)
+        hosted = self._docs[doc_id] = HostedDocument(doc_id, doc, number)
         for session in list(self.sessions):
             session.document_opened(doc_id)
         return hosted
 
     async def _load_document(self, doc_id: str) -> Document:
         snapshot = await self.store.load_snapshot(doc_id)
-        doc = await asyncio.to_thread(_replica_from, snapshot)
+        doc = await asyncio.to_thread(_replica_from, snapshot, self.signed(doc_id))
         tail = await self.store.events(doc_id, doc.version)
         if tail:
             await asyncio.to_thread(doc._replay, tail)
@@ -250,7 +274,7 @@ class DocumentHub:
                 return
 
             def build() -> Snapshot:
-                doc = _replica_from(newest)
+                doc = _replica_from(newest, self.signed(doc_id))
                 doc._replay(tail)
                 return Snapshot(doc.version, doc.save())
 
@@ -270,11 +294,11 @@ def _log_callback_error(exc: Exception) -> None:
     log.error("an on_change callback raised", exc_info=exc)
 
 
-def _replica_from(snapshot: Snapshot | None) -> Document:
+def _replica_from(snapshot: Snapshot | None, signed: bool = True) -> Document:
     """A replica that only checks and relays (it never edits)."""
     if snapshot is not None:
         try:
-            return Document.load(snapshot.data)
+            return Document.load(snapshot.data, signed=signed)
         except GetherError as exc:  # a bad snapshot costs time, never data
             log.warning("ignoring a snapshot that does not load: [%s] %s", exc.code, exc)
-    return Document()
+    return Document(signed=signed)

@@ -9,7 +9,13 @@ import contextlib
 import logging
 from typing import Protocol
 
-from gether.errors import GetherError, GoingAwayError, LimitExceededError, StorageError
+from gether.errors import (
+    GetherError,
+    GoingAwayError,
+    LimitExceededError,
+    SignatureRequiredError,
+    StorageError,
+)
 from gether.server.hub import DocumentHub
 from gether.sync.connection import Role, SyncConnection
 from gether.sync.fanout import SharedBatch
@@ -49,7 +55,12 @@ class Session:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.conn = SyncConnection(
-            hub, hub.config.server_id, role, now=loop.time(), limits=hub.config.limits
+            hub,
+            hub.config.server_id,
+            role,
+            now=loop.time(),
+            limits=hub.config.limits,
+            versions=hub.config.versions,
         )
         self._send_lock = asyncio.Lock()
         self._dirty: dict[str, list[SharedBatch] | None] = {}
@@ -142,6 +153,9 @@ class Session:
                 hosted = await self.hub.open(doc_id)
             except GetherError as exc:
                 conn.refuse(doc_id, exc)
+                continue
+            if conn.unsigned(doc_id) and self.hub.signed(doc_id):
+                conn.refuse(doc_id, SignatureRequiredError(f"{doc_id} is hosted signed"))
                 continue
             self.hub.subscribe(doc_id, self)
             conn.accept(doc_id, live=hosted.shared)

@@ -7,11 +7,17 @@ with ``accept`` (once the document is loaded and the peer may read it) or
 calls ``acknowledge`` (or ``reject``), and calls ``push(doc)`` whenever a
 document has events the peer may lack. Time is a number of seconds
 passed in; nothing here reads a clock.
+
+Both protocol versions are spoken here: the version is chosen in the hellos
+(the highest both speak) and only the messages of that version are accepted
+after them. v2 differs in ``Events`` (compact records, ``sync/batch.py``),
+``Ack`` (cumulative, ``sync/acks.py``) and in naming documents by a number the
+server gives in its ``Subscribe``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -23,14 +29,21 @@ from gether.errors import (
     GetherError,
     LimitExceededError,
     ProtocolViolationError,
+    UnknownParentError,
+    UnsupportedVersionError,
     UsageError,
 )
+from gether.sync.acks import Outstanding, Receipts
+from gether.sync.batch import decode_batch, encode_batch
 from gether.sync.fanout import SharedBatch
 from gether.sync.framing import FrameReader, frame
 from gether.sync.messages import (
+    VERSIONS,
     Ack,
+    AckV2,
     Error,
     Events,
+    EventsV2,
     Hello,
     Message,
     Ping,
@@ -41,6 +54,8 @@ from gether.sync.messages import (
     encode_packed_events,
 )
 
+EventId = tuple[str, int]
+
 
 class SyncHost(Protocol):
     """The documents a connection syncs, as the owner holds them."""
@@ -48,6 +63,26 @@ class SyncHost(Protocol):
     def version(self, doc_id: str) -> Version: ...
 
     def events_since(self, doc_id: str, version: Version) -> list[Event]: ...
+
+    def event(self, doc_id: str, event_id: EventId) -> Event | None:
+        """An event held (applied or waiting for parents), by id: v2 batches
+        name parents the receiver holds without their hashes."""
+        ...
+
+
+def encode_events_frame(
+    number: int,
+    events: list[Event],
+    lookup: Callable[[EventId], Event | None],
+    holds: Callable[[EventId], bool] | None = None,
+    compress_above: int = 4096,
+) -> bytes:
+    """One whole v2 ``Events`` frame (length header included) of document
+    ``number``. With ``holds`` None the receiver is assumed to hold every event
+    not in ``events`` (a caught-up subscriber), so the same bytes serve every
+    such subscriber of the document: nothing in them is per connection."""
+    records = encode_batch(events, lookup, holds)
+    return frame(encode(EventsV2(number, records), compress_above, 2))
 
 
 class Role(Enum):
@@ -119,6 +154,17 @@ class _DocSync:
     next_batch: int = 1
     outstanding: set[int] = field(default_factory=set)
     unacknowledged: set[int] = field(default_factory=set)
+    # v2
+    number: int | None = None
+    """The document's number on this connection (given by the server side)."""
+    unsigned: bool = False
+    """The peer announced its copy as unsigned (no per-event signatures)."""
+    receipts: Receipts = field(default_factory=Receipts)
+    sent: Outstanding = field(default_factory=Outstanding)
+    received: dict[int, tuple[Event, ...]] = field(default_factory=dict)
+    """Batches handed to the owner and not settled: their events resolve
+    hash-less parents of later batches before the owner holds them."""
+    recent: dict[EventId, Event] = field(default_factory=dict)
 
 
 def _with_ids(version: Version, events: Iterable[Event]) -> Version:
@@ -140,8 +186,17 @@ class SyncConnection:
         now: float,
         credentials: str | None = None,
         limits: Limits | None = None,
+        versions: tuple[int, ...] = VERSIONS,
     ) -> None:
+        if not versions or not set(versions) <= set(VERSIONS):
+            raise UsageError(f"protocol versions {versions!r}: this build speaks {VERSIONS}")
         self.host = host
+        self.versions = tuple(sorted(set(versions)))
+        self.protocol = 1
+        """The version in use: 1 until the hellos chose another."""
+        self._numbers: dict[int, str] = {}
+        self._next_number = 1
+        self._now = now
         self.local_id = local_id
         self.role = role
         self.limits = limits or Limits()
@@ -161,14 +216,14 @@ class SyncConnection:
         self._opened = self._last_in = self._last_out = now
         self.traffic = Traffic()
         if role is Role.CLIENT:
-            self._send(Hello(local_id, credentials))
+            self._send(self._hello())
 
     # -- what the owner calls ----------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
         if self.closed:
             return
-        self._last_in = now
+        self._last_in = self._now = now
         self.traffic.bytes_received += len(data)
         try:
             self._reader.push(data)
@@ -176,6 +231,7 @@ class SyncConnection:
                 self._handle(
                     decode(
                         payload,
+                        protocol=self.protocol,
                         max_events=self.limits.max_batch_events,
                         max_bytes=self.limits.max_frame_bytes,
                         max_replicas=self.limits.max_replicas,
@@ -193,6 +249,8 @@ class SyncConnection:
         self.closed = True
 
     def data_to_send(self) -> bytes:
+        if not self.closed:
+            self._send_acks()
         out = bytes(self._out)
         self._out.clear()
         self.traffic.bytes_sent += len(out)
@@ -238,15 +296,16 @@ class SyncConnection:
             doc.subscribed = True
             if self.role is Role.SERVER and self.peer is None:
                 return  # sent right after our hello, which answers the peer's
-            self._send(Subscribe(doc_id, self.host.version(doc_id)))
+            self._send(self._subscribe_message(doc_id, doc))
 
     def push(self, doc_id: str) -> None:
         """Send the events of ``doc_id`` the peer lacks, in batches."""
         doc = self._docs.get(doc_id)
         if self.closed or doc is None or not doc.peer_subscribed or not doc.subscribed:
             return
-        known = doc.peer_has if doc.live is None else doc.peer_has.merged(doc.live)
-        events = self.host.events_since(doc_id, known)
+        if doc.live is not None:  # the fast path's knowledge, made explicit for the slow one
+            doc.peer_has = doc.peer_has.merged(doc.live)
+        events = self.host.events_since(doc_id, doc.peer_has)
         batch: list[Event] = []
         size = 0
         for event in events:
@@ -269,11 +328,28 @@ class SyncConnection:
         limits = self.limits
         fits = len(shared.events) <= limits.batch_events and shared.size <= limits.batch_bytes
         if doc.live is shared.before and fits:
-            if shared.events:
+            events = shared.events
+            if not events:
+                pass
+            elif self.protocol >= 2:
+                # hash-less parents are safe: the peer holds everything before the batch
+                assert doc.number is not None
+                number, lookup, compress = (
+                    doc.number,
+                    self._lookup(shared.doc_id),
+                    limits.compress_above,
+                )
+                self._out += shared.encoded(
+                    (2, number, compress),
+                    lambda: encode_events_frame(number, list(events), lookup, None, compress),
+                )
+                doc.sent.sent(events)
+                self.traffic.events_sent += len(events)
+            else:
                 number = doc.next_batch
                 doc.next_batch += 1
                 doc.outstanding.add(number)
-                self.traffic.events_sent += len(shared.events)
+                self.traffic.events_sent += len(events)
                 encoding, packed = shared.packed(limits.compress_above)
                 self._out += frame(encode_packed_events(shared.doc_id, number, encoding, packed))
         else:
@@ -283,6 +359,10 @@ class SyncConnection:
     def acknowledge(self, received: ReceivedEvents) -> None:
         """The batch is applied and stored: tell the peer, with our version now."""
         doc = self._docs.get(received.doc_id)
+        if self.protocol >= 2:
+            if not self.closed and doc is not None:
+                self._settle(received.doc_id, doc, received.batch, None)
+            return
         if self.closed or doc is None or received.batch not in doc.unacknowledged:
             return
         doc.unacknowledged.discard(received.batch)
@@ -291,10 +371,15 @@ class SyncConnection:
     def reject(self, received: ReceivedEvents, error: GetherError) -> None:
         """Some events of the batch were refused: tell the peer why."""
         doc = self._docs.get(received.doc_id)
+        refusal = Error(error.code, str(error)[:4096], received.doc_id)
+        if self.protocol >= 2:
+            if not self.closed and doc is not None:
+                self._settle(received.doc_id, doc, received.batch, refusal)
+            return
         if self.closed or doc is None or received.batch not in doc.unacknowledged:
             return
         doc.unacknowledged.discard(received.batch)
-        self._send(Error(error.code, str(error)[:4096], received.doc_id))
+        self._send(refusal)
 
     def ping(self, now: float) -> int:
         """Ask the peer to send what we lack and answer; ``pong_received(nonce)``
@@ -302,6 +387,8 @@ class SyncConnection:
         self._check_open()
         nonce = self._next_nonce
         self._next_nonce += 1
+        self._now = now
+        self._send_acks(force=True)  # so that the peer, too, can see it is in sync
         self._send(Ping(nonce))
         self._last_out = now
         return nonce
@@ -319,6 +406,8 @@ class SyncConnection:
         return (
             not doc.outstanding
             and not doc.unacknowledged
+            and not len(doc.sent)
+            and not doc.receipts.waiting()
             and doc.peer_told <= mine
             and mine <= doc.peer_stored
         )
@@ -327,6 +416,7 @@ class SyncConnection:
         """Time passes: time out a silent or unintroduced peer, keep the link alive."""
         if self.closed:
             return
+        self._now = now
         limits = self.limits
         if self.peer is None and now - self._opened > limits.hello_timeout:
             self._fail(ProtocolViolationError("no hello in time"))
@@ -343,6 +433,11 @@ class SyncConnection:
             else:
                 self.closed = True
 
+    def unsigned(self, doc_id: str) -> bool:
+        """Did the peer announce its copy of ``doc_id`` as unsigned (v2)?"""
+        doc = self._docs.get(doc_id)
+        return doc is not None and doc.unsigned
+
     @property
     def documents(self) -> list[str]:
         return [d for d, s in self._docs.items() if s.subscribed or s.peer_subscribed]
@@ -354,7 +449,89 @@ class SyncConnection:
             raise UsageError("this connection is closed")
 
     def _send(self, message: Message) -> None:
-        self._out += frame(encode(message, self.limits.compress_above))
+        self._out += frame(encode(message, self.limits.compress_above, self.protocol))
+
+    def _hello(self) -> Hello:
+        if len(self.versions) == 1:
+            return Hello(self.local_id, self._credentials, self.versions[0])
+        return Hello(self.local_id, self._credentials, max(self.versions), self.versions)
+
+    def _negotiate(self, hello: Hello) -> int:
+        """The version both speak: the highest common (a server's answer names one)."""
+        offered = hello.versions or (hello.protocol_version,)
+        common = set(offered) & set(self.versions)
+        if not common:
+            raise UnsupportedVersionError(
+                f"the peer speaks protocol versions {offered}, this side {self.versions}"
+            )
+        return max(common)
+
+    def _subscribe_message(self, doc_id: str, doc: _DocSync) -> Subscribe:
+        """Our Subscribe. In v2 it says whether our copy is unsigned (read by
+        the connection's ``unsigned``), and a server's gives the number."""
+        version = self.host.version(doc_id)
+        signed = getattr(self.host, "signed", None)
+        unsigned = signed is not None and not signed(doc_id)
+        if self.role is Role.CLIENT:
+            # sent before the hellos chose a version: a v1 server reads a v1
+            # Subscribe, and a v2 server also reads the 4-field form
+            return Subscribe(doc_id, version, None, unsigned)
+        if self.protocol < 2:
+            return Subscribe(doc_id, version)
+        if doc.number is None:
+            doc.number = self._number_for(doc_id)
+            self._numbers[doc.number] = doc_id
+        return Subscribe(doc_id, version, doc.number, unsigned)
+
+    def _number_for(self, doc_id: str) -> int:
+        """The host's number for the document (the same on all its connections,
+        so that one encoded batch fits them all), or one of this connection's."""
+        numbering = getattr(self.host, "doc_number", None)
+        if numbering is not None:
+            number: int = numbering(doc_id)
+            if number not in self._numbers:
+                return number
+        while self._next_number in self._numbers:
+            self._next_number += 1
+        return self._next_number
+
+    def _by_number(self, number: int) -> tuple[str, _DocSync]:
+        doc_id = self._numbers.get(number)
+        doc = self._docs.get(doc_id) if doc_id is not None else None
+        if doc_id is None or doc is None or not (doc.subscribed and doc.peer_subscribed):
+            raise ProtocolViolationError(f"document number {number} is not subscribed")
+        return doc_id, doc
+
+    def _send_acks(self, force: bool = False) -> None:
+        """The cumulative acks that are due (all owed ones with ``force``)."""
+        if self.protocol < 2:
+            return
+        for doc in self._docs.values():
+            if doc.number is None:
+                continue
+            count = doc.receipts.take(self._now, force)
+            if count:
+                self._send(AckV2(doc.number, count))
+
+    def _settle(self, doc_id: str, doc: _DocSync, token: int, refusal: Error | None) -> None:
+        if not doc.receipts.is_waiting(token):
+            return
+        for event in doc.received.pop(token, ()):
+            doc.recent.pop(event.id, None)
+        assert doc.number is not None
+        for item in doc.receipts.settle(token, refusal):
+            if isinstance(item, Error):
+                self._send(item)
+            else:
+                self._send(AckV2(doc.number, item))
+
+    def _lookup(self, doc_id: str) -> Callable[[EventId], Event | None]:
+        host = self.host
+
+        def lookup(event_id: EventId) -> Event | None:
+            return host.event(doc_id, event_id)
+
+        return lookup
 
     def _fail(self, error: GetherError) -> None:
         reason = Error(error.code, str(error)[:4096], None)
@@ -382,6 +559,20 @@ class SyncConnection:
         self.push(doc_id)
 
     def _send_batch(self, doc_id: str, doc: _DocSync, batch: list[Event]) -> None:
+        if self.protocol >= 2:
+            assert doc.number is not None
+            peer_has = doc.peer_has
+            self.traffic.events_sent += len(batch)
+            self._out += encode_events_frame(
+                doc.number,
+                batch,
+                self._lookup(doc_id),
+                lambda event_id: event_id[1] <= peer_has.get(event_id[0], 0),
+                self.limits.compress_above,
+            )
+            doc.sent.sent(batch)
+            doc.peer_has = _with_ids(doc.peer_has, batch)
+            return
         number = doc.next_batch
         doc.next_batch += 1
         doc.outstanding.add(number)
@@ -391,23 +582,38 @@ class SyncConnection:
 
     def _handle(self, message: Message) -> None:
         if self.peer is None:
+            if isinstance(message, Error) and message.doc_id is None:
+                # the peer refused our hello (e.g. unsupported_version): its reason
+                self.close_reason = message
+                self.closed = True
+                return
             if not isinstance(message, Hello):
                 raise ProtocolViolationError("the first message must be a hello")
+            chosen = self._negotiate(message)
             self.peer = message
             self._reader.max_size = self.limits.max_frame_bytes
             if self.role is Role.SERVER:
-                self._send(Hello(self.local_id, self._credentials))
+                self._send(Hello(self.local_id, self._credentials, chosen))
+                self.protocol = chosen
                 for wanted, state in self._docs.items():
                     if state.subscribed:
-                        self._send(Subscribe(wanted, self.host.version(wanted)))
+                        self._send(self._subscribe_message(wanted, state))
+            else:
+                self.protocol = chosen
             return
         match message:
             case Hello():
                 raise ProtocolViolationError("a second hello")
-            case Subscribe(doc_id, version):
+            case Subscribe(doc_id, version, number, unsigned):
                 doc = self._doc(doc_id)
                 if doc.peer_subscribed or doc.requested is not None:
                     raise ProtocolViolationError(f"{doc_id} subscribed twice")
+                doc.unsigned = unsigned
+                if self.protocol >= 2 and self.role is Role.CLIENT:
+                    if number is None or number in self._numbers:
+                        raise ProtocolViolationError(f"{doc_id} without a free number")
+                    doc.number = number
+                    self._numbers[number] = doc_id
                 if doc.subscribed:
                     self._start(doc_id, doc, version)
                 else:
@@ -440,13 +646,23 @@ class SyncConnection:
                 doc.peer_has = doc.peer_has.merged(version)
                 doc.peer_told = doc.peer_told.merged(version)
                 doc.peer_stored = doc.peer_stored.merged(version)
+            case EventsV2(number, records):
+                self._receive_v2(number, records)
+            case AckV2(number, count):
+                doc_id, doc = self._by_number(number)
+                stored = doc.sent.acknowledged(count)
+                doc.peer_has = _with_ids(doc.peer_has, stored)
+                doc.peer_stored = _with_ids(doc.peer_stored, stored)
             case Error(doc_id=doc_id):
                 if doc_id is None:
                     self.close_reason = message
                     self.closed = True
                 else:
-                    self._errors.append(message)
+                    self._refused(doc_id, message)
             case Ping(nonce):
+                self._send_acks(force=True)
+                for state in self._docs.values():  # and those the owner still stores
+                    state.receipts.hurry()
                 for doc_id in list(self._docs):
                     self.push(doc_id)
                 self._send(Pong(nonce))
@@ -454,3 +670,51 @@ class SyncConnection:
                 self._pongs.add(nonce)
             case _:  # pragma: no cover - decode() returns only the kinds above
                 raise DecodeError(f"unexpected message {message!r}")
+
+    def _receive_v2(self, number: int, records: bytes) -> None:
+        doc_id, doc = self._by_number(number)
+        pending = sum(d.receipts.waiting() for d in self._docs.values())
+        if pending >= self.limits.max_pending_batches:
+            raise LimitExceededError(f"more than {pending} batches unacknowledged")
+        host_lookup = self._lookup(doc_id)
+        recent = doc.recent
+
+        def lookup(event_id: EventId) -> Event | None:
+            found = recent.get(event_id)
+            return found if found is not None else host_lookup(event_id)
+
+        token = doc.receipts.arrived()
+        try:
+            events = tuple(decode_batch(records, lookup, self.limits.max_batch_events))
+        except UnknownParentError as exc:
+            # not the peer's fault: it assumed we hold what we refused before;
+            # the error, in this batch's place, asks for it again with hashes
+            self._settle(doc_id, doc, token, Error(exc.code, str(exc)[:4096], doc_id))
+            return
+        self.traffic.events_received += len(events)
+        doc.received[token] = events
+        for event in events:
+            recent[event.id] = event
+        doc.peer_has = _with_ids(doc.peer_has, events)
+        doc.peer_told = _with_ids(doc.peer_told, events)
+        doc.peer_stored = _with_ids(doc.peer_stored, events)
+        self._received.append(ReceivedEvents(doc_id, token, events))
+
+    def _refused(self, doc_id: str, error: Error) -> None:
+        """An error for a document: in v2, the answer to our oldest batch not
+        yet answered; ``unknown_parent`` asks for it again with parent hashes."""
+        doc = self._docs.get(doc_id)
+        if self.protocol >= 2 and doc is not None and doc.subscribed and doc.peer_subscribed:
+            batch = doc.sent.refused()
+            if batch is not None and error.code == UnknownParentError.code:
+                assert doc.number is not None
+                self._out += encode_events_frame(
+                    doc.number,
+                    list(batch),
+                    self._lookup(doc_id),
+                    lambda _: False,
+                    self.limits.compress_above,
+                )
+                doc.sent.sent(batch)
+                return
+        self._errors.append(error)

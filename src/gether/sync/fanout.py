@@ -5,7 +5,7 @@ version vectors (both were most of its time with hundreds of subscribers)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from gether.core.event import Event
 from gether.core.ids import Version
@@ -20,7 +20,7 @@ class SharedBatch:
     very object, and takes this batch without working out what it lacks.
     """
 
-    __slots__ = ("_packed", "after", "before", "doc_id", "events", "size")
+    __slots__ = ("_encoded", "_packed", "after", "before", "doc_id", "events", "size")
 
     def __init__(
         self, doc_id: str, before: Version, after: Version, events: Sequence[Event]
@@ -31,6 +31,14 @@ class SharedBatch:
         self.events = tuple(events)
         self.size = sum(len(e.body) + 64 for e in self.events)
         self._packed: tuple[int, Encoding, bytes] | None = None
+        self._encoded: dict[Hashable, bytes] = {}
+
+    def encoded(self, key: Hashable, make: Callable[[], bytes]) -> bytes:
+        """``make()``, once per ``key`` (a wire format and its parameters)."""
+        data = self._encoded.get(key)
+        if data is None:
+            data = self._encoded[key] = make()
+        return data
 
     def packed(self, compress_above: int) -> tuple[Encoding, bytes]:
         """The events packed as an ``Events`` message carries them, made once."""

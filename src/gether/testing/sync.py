@@ -36,6 +36,9 @@ class DocumentsHost:
     def events_since(self, doc_id: str, version: Version) -> list[Event]:
         return self.document(doc_id).events_since(version)
 
+    def event(self, doc_id: str, event_id: tuple[str, int]) -> Event | None:
+        return self.document(doc_id).known_event(event_id)
+
 
 @dataclass
 class PumpStats:
