@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +47,18 @@ from gether.core.event import Event  # noqa: E402
 from gether.core.ids import Version  # noqa: E402
 from gether.core.ops import TEXT_INSERT  # noqa: E402
 from gether.server.process import ServerProcess, wait_for_port  # noqa: E402
+from gether.sync.batch import decode_batch  # noqa: E402
 from gether.sync.connection import encode_events_frame  # noqa: E402
 from gether.sync.framing import frame  # noqa: E402
-from gether.sync.messages import Events, Hello, Subscribe, encode  # noqa: E402
+from gether.sync.messages import (  # noqa: E402
+    AckV2,
+    Events,
+    EventsV2,
+    Hello,
+    Subscribe,
+    decode,
+    encode,
+)
 
 DOC = "bench"  # gether document id, and the pycrdt-websocket room (path /bench)
 TEXT = "text"  # the shared text's name in both libraries
@@ -200,21 +208,41 @@ def _event_info(
     return info
 
 
+_HELD: dict[tuple[str, int], Event] = {}
+"""Per process: every event its dummies received or made, by id (v2 batches
+name held parents without their hashes: decoding looks them up here)."""
+_BATCHES: dict[bytes, list[Event]] = {}
+"""Per process: a v2 batch's records -> its events. The server sends the same
+bytes to every live subscriber, so each batch is decoded once per process."""
+
+
+def _decode_v2(records: bytes) -> list[Event]:
+    events = _BATCHES.get(records)
+    if events is None:
+        events = _BATCHES[records] = decode_batch(records, _HELD.get, 100_000)
+        for event in events:
+            _HELD[event.id] = event
+    return events
+
+
 class GetherDummy:
     """A gether client that types into its own line and never applies what it
-    receives: it reads the ids, Lamport clocks, HLCs and parents of received
-    events (not their ops, hashes or signatures), so that its own events name
-    the heads it has seen as parents, exactly as a full replica's would, and it
-    acknowledges every batch with its version, as ``gether.connect`` does. Its
-    first two events (the text's creation, its newline) come from a real
-    ``gether.Document``; each keystroke after that is built and signed here,
-    with the op a ``Document`` holding only this line would make."""
+    receives. It speaks protocol v2, as ``gether.connect`` does: it decodes the
+    batches it receives (once per process, see ``_BATCHES``) to learn their
+    ids, clocks and parents, so that its own events name the heads it has seen
+    as parents, exactly as a full replica's would, and it acknowledges what it
+    received with cumulative acks at most once a second (riding on its
+    keystrokes). Its first two events (the text's creation, its newline) come
+    from a real ``gether.Document``; each keystroke after that is built and
+    signed here, with the op a ``Document`` holding only this line would make."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         doc = gether.Document(replica_id=name)
         doc.text(TEXT).insert(0, "\n")
         self.first = doc.events_since(None)  # tip signed, like a client's first batch
+        for event in self.first:
+            _HELD[event.id] = event
         last = self.first[-1]
         self.key = doc.key
         self.text_id = last.ops[0][1]
@@ -224,8 +252,8 @@ class GetherDummy:
         self.heads: dict[tuple[str, int], tuple[bytes, int, int]] = {
             last.id: (last.hash, last.lamport, last.hlc)
         }
-        self.version: dict[str, int] = {name: self.seq}
-        self.batch = 0
+        self.number = 0  # the server's number for the document (its Subscribe says)
+        self.unacked = 0  # batches received and not acknowledged yet
         self.ws: RawWebSocket | None = None
         self.subscribed = asyncio.get_running_loop().create_future()
         self.keystrokes = 0
@@ -233,8 +261,9 @@ class GetherDummy:
 
     async def connect(self, url: str) -> None:
         self.ws = await RawWebSocket.connect(url, self.on_message)
-        hello = frame(encode(Hello(self.name)))
-        self.ws.send(hello + frame(encode(Subscribe(DOC, Version(dict(self.version))))))
+        hello = frame(encode(Hello(self.name, versions=(1, 2))))
+        version = Version({self.name: self.seq})
+        self.ws.send(hello + frame(encode(Subscribe(DOC, version, None, False))))
         await asyncio.wait_for(self.subscribed, 60)
 
     def on_message(self, data: bytes) -> None:
@@ -246,29 +275,31 @@ class GetherDummy:
             pos += 4 + size
             kind = payload[1]  # a fixarray header, then the kind
             if kind == EVENTS:
-                _, doc_id, batch, encoding, packed = msgpack.unpackb(payload)
-                if encoding == 1:
-                    packed = zlib.decompress(packed)
-                heads, version = self.heads, self.version
-                for body, _signature in msgpack.unpackb(packed):
-                    eid, lamport, hlc, parents, digest = _event_info(body)
-                    for parent in parents:
+                message = decode(payload, protocol=2)
+                assert isinstance(message, EventsV2)
+                heads = self.heads
+                for event in _decode_v2(message.records):
+                    for parent, _ in event.parents:
                         heads.pop(parent, None)
-                    heads[eid] = (digest, lamport, hlc)
-                    if eid[1] > version.get(eid[0], 0):
-                        version[eid[0]] = eid[1]
-                out.append(frame(msgpack.packb([ACK, doc_id, batch, version])))
+                    heads[event.id] = (event.hash, event.lamport, event.hlc)
+                self.unacked += 1
             elif kind == SUBSCRIBE and not self.subscribed.done():
-                self.batch += 1
-                first = tuple((e.body, e.signature) for e in self.first)
-                out.append(frame(encode(Events(DOC, self.batch, first))))
+                message = decode(payload, protocol=2)
+                assert isinstance(message, Subscribe) and message.number is not None
+                self.number = message.number
+                out.append(encode_events_frame(self.number, list(self.first), _HELD.get))
                 self.subscribed.set_result(None)
-            elif kind == PING:
+            elif kind == PING:  # the sender waits for our acks: send them now
+                out.append(self._ack())
                 out.append(frame(msgpack.packb([PONG, msgpack.unpackb(payload)[1]])))
             elif kind == ERROR:
                 self.errors.append(str(msgpack.unpackb(payload)[1:]))
         if out and self.ws is not None:
             self.ws.send(b"".join(out))
+
+    def _ack(self) -> bytes:
+        count, self.unacked = self.unacked, 0
+        return frame(encode(AckV2(self.number, count), protocol=2)) if count else b""
 
     def keystroke(self) -> None:
         heads = self.heads
@@ -283,14 +314,14 @@ class GetherDummy:
             parents, prev, (op,),
         )  # fmt: skip
         event.signature = self.key.sign(event.hash)
+        _HELD[event.id] = event
         self.left, self.counter = (me, self.counter), self.counter + 1
         self.seq, self.last = self.seq + 1, event
         self.heads = {event.id: (event.hash, lamport, hlc)}
-        self.version[me] = self.seq
-        self.batch += 1
         self.keystrokes += 1
         assert self.ws is not None
-        self.ws.send(frame(encode(Events(DOC, self.batch, ((event.body, event.signature),)))))
+        # acks ride on the keystroke: once a second, as gether.connect's do
+        self.ws.send(self._ack() + encode_events_frame(self.number, [event], _HELD.get))
 
 
 class YDummy:
@@ -486,6 +517,10 @@ class Probe:
         """Everything the writer sent so far (message payloads)."""
         raise NotImplementedError
 
+    def errors(self) -> list[str]:
+        """Errors the writer's and the reader's connections received."""
+        return []
+
     def key_bytes(self, keys: list[int]) -> list[int]:
         """Bytes of the message that carried each of these keystrokes."""
         raise NotImplementedError
@@ -537,6 +572,10 @@ class GetherProbe(Probe):
 
     def bytes_sent(self) -> int:
         return self.writer.traffic.bytes_sent
+
+    def errors(self) -> list[str]:
+        return [f"{who}: [{e.code}] {e.message}" for who, session in
+                (("writer", self.writer), ("reader", self.reader)) for e in session.errors]  # fmt: skip
 
     def key_bytes(self, keys: list[int]) -> list[int]:
         """The ``Events`` frame that carried each keystroke alone (re-encoded
@@ -775,6 +814,7 @@ async def measure(spec: ServerSpec, n: int, args: argparse.Namespace) -> Result:
         for start, end in spans:
             result.windows.append(window_of(probe, start, end))
         problems = [e for r in reports for e in r.get("errors", [])]
+        problems += probe.errors()
         closed = sum(r.get("closed", 0) for r in reports)
         if problems or closed:
             result.note = f"dummies: {closed} closed, errors {problems[:2]}"

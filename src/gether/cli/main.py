@@ -111,10 +111,10 @@ def schema(target: str) -> None:
 )
 @click.option(
     "--coalesce",
-    default=0.02,
+    default=0.0,
     show_default=True,
-    help="Seconds a document gathers new events before sending them, packed once, "
-    "to all its subscribers.",
+    help="Seconds a document gathers new events at least before sending them, packed "
+    "once, to all its subscribers (longer with many subscribers).",
 )
 @click.option(
     "--unsigned",

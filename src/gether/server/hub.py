@@ -20,7 +20,13 @@ from typing import Protocol
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.document import Document
-from gether.errors import GetherError, LimitExceededError, RejectedEventsError, UsageError
+from gether.errors import (
+    GetherError,
+    LimitExceededError,
+    RejectedEventsError,
+    StorageError,
+    UsageError,
+)
 from gether.store.base import EventStore, Snapshot, check_doc_id
 from gether.sync.connection import Limits
 from gether.sync.fanout import SharedBatch
@@ -35,13 +41,13 @@ class HubConfig:
     snapshot_every: int = 1_000
     """Store a snapshot of a document every this many new events."""
     limits: Limits = field(default_factory=Limits)
-    coalesce: float = 0.02
-    """Seconds a document gathers new events before fanning them out: one
-    batch, packed once, for all its subscribers (0: each loop iteration)."""
+    coalesce: float = 0.0
+    """Seconds a document gathers new events at least before fanning them out:
+    one batch, packed once, for all its subscribers (0: the next loop turn)."""
     fanout_frames: int = 10_000
     """Frames per second a document's fan-out aims to stay under: with many
-    subscribers it gathers longer than ``coalesce`` (500 subscribers: 50 ms),
-    since sending a frame, not packing it, is then what costs."""
+    subscribers it gathers longer (200 subscribers: 20 ms, 500: 50 ms), since
+    sending a frame, not packing it, is then what costs."""
     mesh: bool = False
     """Every session subscribes to every document the hub holds (peers)."""
     versions: tuple[int, ...] = VERSIONS
@@ -68,13 +74,26 @@ class HostedDocument:
         self.doc_id = doc_id
         self.doc = doc
         self.number = number
-        self.lock = asyncio.Lock()
         self.subscribers: set[Subscriber] = set()
         self.parked: dict[Subscriber, set[tuple[str, int]]] = {}
         self.since_snapshot = 0
-        self.shared = doc.version
+        self.durable = doc.version
+        """What the store holds: all that is sent, announced or acknowledged."""
+        self.unstored: list[Event] = []
+        """Events applied in memory and not stored yet, in the order applied."""
+        self.stored: asyncio.Future[None] | None = None
+        """Resolved once ``unstored`` (as it is now) is stored."""
+        self.storing = False
+        self.shared = self.durable
         """The end of the last batch fanned out (its identity marks live subscribers)."""
         self.fanout_due = False
+
+    def durable_since(self, version: Version) -> list[Event]:
+        events = self.doc.events_since(version)
+        if self.unstored:
+            durable = self.durable
+            events = [e for e in events if durable.includes(e.id)]
+        return events
 
 
 class DocumentHub:
@@ -95,10 +114,10 @@ class DocumentHub:
     # -- SyncHost (documents already loaded) ------------------------------------------
 
     def version(self, doc_id: str) -> Version:
-        return self._docs[doc_id].doc.version
+        return self._docs[doc_id].durable
 
     def events_since(self, doc_id: str, version: Version) -> list[Event]:
-        return self._docs[doc_id].doc.events_since(version)
+        return self._docs[doc_id].durable_since(version)
 
     def event(self, doc_id: str, event_id: tuple[str, int]) -> Event | None:
         return self._docs[doc_id].doc.known_event(event_id)
@@ -157,6 +176,7 @@ class DocumentHub:
         """The hub's own replica of ``doc_id`` was edited: offer it to everyone."""
         hosted = self._docs.get(doc_id)
         if hosted is not None:
+            hosted.durable = hosted.doc.version  # a peer's replica journals its edits
             self._schedule_fanout(hosted)
 
     # -- fan-out ---------------------------------------------------------------------
@@ -175,12 +195,12 @@ class DocumentHub:
         hosted.fanout_due = False
         if self._docs.get(hosted.doc_id) is not hosted:
             return  # evicted meanwhile
-        before = hosted.shared
-        events = hosted.doc.events_since(before)
-        if not events:
+        before, after = hosted.shared, hosted.durable
+        if after is before:
             return
-        hosted.shared = hosted.doc.version
-        shared = SharedBatch(hosted.doc_id, before, hosted.shared, events)
+        events = hosted.durable_since(before)
+        hosted.shared = after
+        shared = SharedBatch(hosted.doc_id, before, after, events)
         for subscriber in list(hosted.subscribers):
             subscriber.document_changed(hosted.doc_id, shared)
 
@@ -195,33 +215,69 @@ class DocumentHub:
         ``LimitExceededError`` if the sender has too many events waiting for
         parents (they are dropped)."""
         hosted = await self.open(doc_id)
-        async with hosted.lock:
-            before = hosted.doc.version
-            waiting = hosted.doc.pending
-            rejected: GetherError | None = None
-            try:
-                hosted.doc.apply_events(events, callback_error=_log_callback_error)
-            except RejectedEventsError as exc:
-                rejected = exc
-            overflow = None
-            if source is not None:
-                overflow = self._park(hosted, source, hosted.doc.pending - waiting)
-            fresh = hosted.doc.events_since(before)
-            if fresh:
-                try:
-                    await self._persist(doc_id, fresh)
-                except GetherError:
-                    self._evict(doc_id)
-                    raise
-                hosted.since_snapshot += len(fresh)
+        # applied at once (nothing awaits in between, so no lock), stored with
+        # whatever other batches arrive meanwhile: one store write per round
+        # trip to the store, not per batch (with hundreds of writers a queue of
+        # one write each kept every keystroke waiting behind all the others)
+        before = hosted.doc.version
+        waiting = hosted.doc.pending
+        rejected: GetherError | None = None
+        try:
+            hosted.doc.apply_events(events, callback_error=_log_callback_error)
+        except RejectedEventsError as exc:
+            rejected = exc
+        overflow = None
+        if source is not None:
+            overflow = self._park(hosted, source, hosted.doc.pending - waiting)
+        fresh = hosted.doc.events_since(before)
         if fresh:
-            self._schedule_fanout(hosted)
-            if hosted.since_snapshot >= self.config.snapshot_every:
-                hosted.since_snapshot = 0
-                self._start_snapshot(doc_id)
+            await self._store(hosted, fresh)
         if overflow is not None:
             raise overflow  # after the good events of the batch are stored and relayed
         return rejected
+
+    async def _store(self, hosted: HostedDocument, fresh: list[Event]) -> None:
+        """Return once ``fresh`` (just applied) is stored; raise ``StorageError``
+        if it could not be (the document is evicted: the store is the truth)."""
+        if self._docs.get(hosted.doc_id) is not hosted:
+            raise StorageError(f"{hosted.doc_id} is being reloaded after a failed write")
+        hosted.unstored.extend(fresh)
+        if hosted.stored is None:
+            hosted.stored = asyncio.get_running_loop().create_future()
+        stored = hosted.stored
+        if not hosted.storing:
+            hosted.storing = True
+            task = asyncio.ensure_future(self._store_rounds(hosted))
+            self._snapshots.add(task)  # awaited at close like snapshots
+            task.add_done_callback(self._snapshots.discard)
+        await asyncio.shield(stored)
+
+    async def _store_rounds(self, hosted: HostedDocument) -> None:
+        try:
+            while hosted.unstored:
+                assert hosted.stored is not None
+                batch, done = hosted.unstored, hosted.stored
+                hosted.unstored, hosted.stored = [], None
+                # nothing else is applied but not stored: this is what the store will hold
+                version = hosted.doc.version
+                try:
+                    await self._persist(hosted.doc_id, batch)
+                except GetherError as exc:
+                    if self._docs.get(hosted.doc_id) is hosted:
+                        self._evict(hosted.doc_id)
+                    done.set_exception(exc)
+                    if hosted.stored is not None:
+                        hosted.stored.set_exception(exc)
+                    return
+                hosted.durable = version
+                done.set_result(None)
+                self._schedule_fanout(hosted)
+                hosted.since_snapshot += len(batch)
+                if hosted.since_snapshot >= self.config.snapshot_every:
+                    hosted.since_snapshot = 0
+                    self._start_snapshot(hosted.doc_id)
+        finally:
+            hosted.storing = False
 
     def _park(
         self, hosted: HostedDocument, source: Subscriber, new: frozenset[tuple[str, int]]

@@ -17,7 +17,7 @@ from gether.errors import (
     StorageError,
 )
 from gether.server.hub import DocumentHub
-from gether.sync.connection import Role, SyncConnection
+from gether.sync.connection import ReceivedEvents, Role, SyncConnection
 from gether.sync.fanout import SharedBatch
 
 log = logging.getLogger(__name__)
@@ -160,15 +160,26 @@ class Session:
             self.hub.subscribe(doc_id, self)
             conn.accept(doc_id, live=hosted.shared)
         for received in conn.events_received():
-            try:
-                rejected = await self.hub.receive(received.doc_id, received.events, self)
-            except (StorageError, LimitExceededError) as exc:
-                conn.close(exc)  # nothing of it is acknowledged
-                return
+            # not awaited here: the next frames are read (and applied, in order:
+            # tasks start in the order made) while this batch is being stored
+            task = asyncio.ensure_future(self._receive(received))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _receive(self, received: ReceivedEvents) -> None:
+        conn = self.conn
+        if conn.closed:
+            return  # an earlier batch closed the connection: nothing more of it counts
+        try:
+            rejected = await self.hub.receive(received.doc_id, received.events, self)
+        except (StorageError, LimitExceededError) as exc:
+            conn.close(exc)  # nothing of it is acknowledged
+        else:
             if rejected is None:
                 conn.acknowledge(received)
             else:
                 conn.reject(received, rejected)
+        await self.flush()
 
     async def _tick(self) -> None:
         while not self.conn.closed:
