@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gether import keys
 from gether.core.changes import MISSING, ChangeSet, Move, PathChange, Replace, Splice
 from gether.core.event import Event
 from gether.core.ids import EventId, Version
@@ -25,6 +26,7 @@ from gether.core.proxies import (
 from gether.core.schema import Schema
 from gether.document import Document
 from gether.errors import (
+    AuthenticationError,
     ConnectionFailedError,
     CorruptStoreError,
     DecodeError,
@@ -50,6 +52,7 @@ from gether.errors import (
     StorageError,
     StorageFullError,
     StoreUnavailableError,
+    TLSError,
     TypeMismatchError,
     UnsupportedVersionError,
     UsageError,
@@ -85,6 +88,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "MISSING",
+    "AuthenticationError",
     "ChangeSet",
     "ConnectionFailedError",
     "CorruptStoreError",
@@ -130,11 +134,13 @@ __all__ = [
     "StorageError",
     "StorageFullError",
     "StoreUnavailableError",
+    "TLSError",
     "TypeMismatchError",
     "UnsupportedVersionError",
     "UsageError",
     "Version",
     "connect",
+    "keys",
     "register_merge",
     "schema_of",
 ]

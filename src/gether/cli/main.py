@@ -92,6 +92,32 @@ def schema(target: str) -> None:
     _guarded(show)
 
 
+@main.group()
+def keys() -> None:
+    """Ed25519 identities: a replica signs its events with one."""
+
+
+@keys.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    help="Folder for NAME.key, NAME.pub.",
+)
+def keys_new(name: str, directory: str) -> None:
+    """Create NAME.key (private, mode 0600) and NAME.pub; print the key id."""
+    from gether.keys import new_key_pair
+
+    def create() -> None:
+        made = new_key_pair(name, directory)
+        click.echo(made.key_id)
+        click.echo(f"private key: {made.private}\npublic key:  {made.public}", err=True)
+
+    _guarded(create)
+
+
 @main.command()
 @click.option(
     "--store",
