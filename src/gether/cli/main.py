@@ -141,6 +141,30 @@ def keys_new(name: str, directory: str) -> None:
     show_default=True,
     help="Seconds to gather events into one frame per subscriber.",
 )
+@click.option("--jwt-secret", type=click.Path(dir_okay=False), help="File: an HS256 secret.")
+@click.option(
+    "--jwt-public-key", type=click.Path(dir_okay=False), help="File: an Ed25519 PEM key (EdDSA)."
+)
+@click.option("--jwt-audience", help="The aud claim tokens must carry (required with JWTs).")
+@click.option("--jwt-issuer", help="The iss claim tokens must carry, if any.")
+@click.option(
+    "--psk-file", type=click.Path(dir_okay=False), help="File: subject:secret per line (devices)."
+)
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False), help="File: the PEM certificate chain."
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="File: its PEM private key.")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False),
+    help="File: require client certificates signed by this CA (mutual TLS).",
+)
+@click.option(
+    "--hello-timeout",
+    default=5.0,
+    show_default=True,
+    help="Seconds a connection has to say hello and authenticate.",
+)
 def serve(
     store_url: str,
     host: str,
@@ -148,13 +172,25 @@ def serve(
     tcp_port: int | None,
     snapshot_every: int,
     coalesce: float,
+    **security: object,
 ) -> None:
-    """Run a sync server: WebSocket on --port, raw TCP on --tcp-port."""
+    """Run a sync server: WebSocket on --port, raw TCP on --tcp-port. With
+    --tls-cert/--tls-key they are wss:// and tls://; with --jwt-* or
+    --psk-file (or --tls-client-ca alone) every connection authenticates."""
     from gether.cli import serving
+    from gether.cli.security import SecurityOptions
 
     _guarded(
         lambda: serving.run(
-            serving.serve(store_url, host, port, tcp_port, snapshot_every, coalesce)
+            serving.serve(
+                store_url,
+                host,
+                port,
+                tcp_port,
+                snapshot_every,
+                coalesce,
+                SecurityOptions(**security),  # type: ignore[arg-type]
+            )
         )
     )
 

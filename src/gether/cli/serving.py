@@ -10,20 +10,35 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from gether.cli.security import SecurityOptions
 from gether.server.hub import HubConfig
 from gether.server.serve import start_server
+from gether.sync.connection import Limits
 
 
 async def serve(
-    store_url: str, host: str, port: int, tcp_port: int | None, snapshot_every: int, coalesce: float
+    store_url: str,
+    host: str,
+    port: int,
+    tcp_port: int | None,
+    snapshot_every: int,
+    coalesce: float,
+    security: SecurityOptions | None = None,
 ) -> None:
+    security = security or SecurityOptions()
+    authenticator = security.authenticator()
+    if authenticator is None and host not in ("127.0.0.1", "::1", "localhost"):
+        print("warning: anyone who can reach this server may connect", file=sys.stderr)
+    limits = Limits(hello_timeout=security.hello_timeout)
     server = await start_server(
         store_url,
         host,
         port,
         tcp_port,
-        HubConfig(snapshot_every=snapshot_every, coalesce=coalesce),
+        HubConfig(snapshot_every=snapshot_every, coalesce=coalesce, limits=limits),
         handle_signals=False,
+        authenticator=authenticator,
+        tls=security.tls(),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

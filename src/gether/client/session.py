@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -21,6 +22,7 @@ from gether.core.document import Document
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.errors import (
+    AuthenticationError,
     ConnectionFailedError,
     GetherError,
     RejectedEventsError,
@@ -61,6 +63,7 @@ class ClientSession:
         backoff: tuple[float, float] = (0.05, 5.0),
         connect_timeout: float = 10.0,
         offline_start: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.doc_id = doc_id
@@ -70,6 +73,9 @@ class ClientSession:
         self.backoff = backoff
         self.connect_timeout = connect_timeout
         self.offline_start = offline_start
+        self.ssl_context = ssl_context
+        self.refused: AuthenticationError | None = None
+        """Set when the server refused our credentials: we stop redialling."""
         self.errors: list[Error] = []
         """Refusals the server sent for our events (and the reasons it closed)."""
         self.connections = 0
@@ -128,6 +134,8 @@ class ClientSession:
         """Return once the server has stored all our events and we hold all of its."""
         async with asyncio.timeout(timeout):
             while True:
+                if self.refused is not None:
+                    raise self.refused
                 conn = self._conn
                 if conn is None or conn.closed:
                     async with self._changed:
@@ -173,7 +181,9 @@ class ClientSession:
         if self._conn is not None:
             self._past_traffic = self._past_traffic + self._conn.traffic
             self._conn = None
-        channel = await dial(self.url, self.limits.max_frame_bytes, self.connect_timeout)
+        channel = await dial(
+            self.url, self.limits.max_frame_bytes, self.connect_timeout, self.ssl_context
+        )
         conn = SyncConnection(
             self._host,
             self.doc.replica_id,
@@ -211,6 +221,8 @@ class ClientSession:
             started = self._loop.time()
             await self._serve_connection()
             await self._drop()
+            if self.refused is not None:
+                return  # the same credentials would be refused again
             # a link that dies young (a refusal, a crash loop) counts as a failure:
             # redialling at once would hammer the server
             failures = failures + 1 if self._loop.time() - started < STABLE_AFTER else 0
@@ -240,8 +252,11 @@ class ClientSession:
             pass
         finally:
             ticker.cancel()
-            if conn.close_reason is not None:
-                self.errors.append(conn.close_reason)
+            reason = conn.close_reason
+            if reason is not None:
+                self.errors.append(reason)
+                if reason.code == AuthenticationError.code and reason.doc_id is None:
+                    self.refused = AuthenticationError(reason.message)
 
     def _process(self, conn: SyncConnection) -> None:
         for doc_id in conn.subscriptions_requested():
