@@ -139,7 +139,7 @@ class ClientSession:
                 conn = self._conn
                 if conn is None or conn.closed:
                     async with self._changed:
-                        await self._changed.wait()
+                        await self._changed.wait_for(self._live_or_refused)
                     continue
                 nonce = conn.ping(self._loop.time())
                 await self._flush()
@@ -152,6 +152,10 @@ class ClientSession:
                     )
                 if not conn.closed:
                     return
+
+    def _live_or_refused(self) -> bool:
+        conn = self._conn
+        return self.refused is not None or (conn is not None and not conn.closed)
 
     def _on_events(self, events: Sequence[Event], local: bool) -> None:
         if local:

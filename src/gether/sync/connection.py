@@ -403,6 +403,10 @@ class SyncConnection:
 
     def _handle(self, message: Message) -> None:
         if self.peer is None:
+            if isinstance(message, Error) and message.doc_id is None:
+                self.close_reason = message  # refused before any hello (credentials)
+                self.closed = True
+                return
             if not isinstance(message, Hello):
                 raise ProtocolViolationError("the first message must be a hello")
             if self._admission:
