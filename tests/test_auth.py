@@ -32,7 +32,7 @@ from gether.server.auth import (
 from gether.server.hub import HubConfig
 from gether.server.serve import GetherServer, start_server
 from gether.store import open_blocking_store
-from gether.sync import Error, Events, Hello, Limits, Subscribe
+from gether.sync import Error, Events, Hello, Limits, Role, Subscribe, SyncConnection
 from gether.sync.framing import FrameReader, frame
 from gether.sync.messages import Message, decode, encode
 from gether.testing.histories import history
@@ -430,3 +430,42 @@ def test_gether_serve_refuses_half_configured_security(tmp_path: Path) -> None:
     ]:
         result = CliRunner().invoke(main, ["serve", "--store", store, "--port", "0", *args])
         assert result.exit_code == 1 and why in result.output, result.output
+
+
+# -- the sans-I/O admission step ---------------------------------------------------------
+
+
+class _Empty:
+    def version(self, doc_id: str) -> Version:
+        return Version()
+
+    def events_since(self, doc_id: str, version: Version) -> list[Any]:
+        return []
+
+
+def _sent(conn: SyncConnection) -> list[Message]:
+    return [decode(p) for p in FrameReader(1 << 24).feed(conn.data_to_send())]
+
+
+def test_admission_holds_back_everything_behind_the_hello() -> None:
+    behind = frame(encode(Subscribe("d", Version()))) + b"\x00\x00\x00\x00"  # then an empty frame
+    data = frame(encode(Hello("c", "t"))) + behind
+    denied = SyncConnection(_Empty(), "s", Role.SERVER, now=0.0, admission=True)
+    denied.receive_data(data, now=0.0)
+    assert denied.hello_to_admit() == Hello("c", "t")
+    assert denied.peer is None and not denied.closed  # the empty frame was not even decoded
+    assert _sent(denied) == [] and denied.subscriptions_requested() == []
+    denied.deny(gether.AuthenticationError("no"))
+    assert denied.closed and denied.subscriptions_requested() == []
+    assert _sent(denied) == [Error("authentication_failed", "no")]
+
+    admitted = SyncConnection(_Empty(), "s", Role.SERVER, now=0.0, admission=True)
+    admitted.receive_data(data[: len(data) - 4], now=0.0)
+    admitted.admit()
+    assert admitted.peer == Hello("c", "t") and admitted.subscriptions_requested() == ["d"]
+    assert isinstance(_sent(admitted)[0], Hello)
+
+    waiting = SyncConnection(_Empty(), "s", Role.SERVER, now=0.0, admission=True)
+    waiting.receive_data(data, now=0.0)
+    waiting.tick(Limits().hello_timeout + 0.1)  # an authenticator that never answers
+    assert waiting.closed and waiting.hello_to_admit() is None

@@ -123,7 +123,6 @@ async def start_server(
         log_level="warning",
         ws_max_size=limits.max_frame_bytes + 4,
         ws_per_message_deflate=False,
-        timeout_keep_alive=int(max(1, limits.hello_timeout)),
         **tls_options,  # type: ignore[arg-type]
     )
     web = _Uvicorn(settings, app, tcp, handle_signals)
