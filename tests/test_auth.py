@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
+import string
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -225,6 +227,18 @@ async def test_a_good_token_syncs_and_the_session_knows_who(
             assert [s.principal.subject for s in sessions if s.principal] == ["alice"]
     hosted = jwt_server.hub.loaded("notes")
     assert hosted is not None and hosted.doc.to_json() == {"ws": 1, "tc": 1}
+
+
+async def test_after_admission_large_messages_flow_again(jwt_server: GetherServer) -> None:
+    """The 8 KiB limit holds only until the hello is admitted (WebSocket too)."""
+    doc = gether.Document("writer")
+    rng = random.Random(4)
+    doc.text("big").insert(0, "".join(rng.choice(string.ascii_letters) for _ in range(60_000)))
+    async with gether.connect(jwt_server.ws_url, "big", doc=doc, token=token()) as session:
+        await session.sync()
+        assert session.traffic.bytes_sent > 3 * (8 << 10)
+    hosted = jwt_server.hub.loaded("big")
+    assert hosted is not None and hosted.doc.to_json() == doc.to_json()
 
 
 async def test_a_bad_token_is_refused_and_not_retried(jwt_server: GetherServer) -> None:
