@@ -176,12 +176,17 @@ class Session:
                         conn.receive_eof()
                         return False
                     conn.receive_data(data, self._loop.time())
-                    await self._process()  # what came with the hello of a peer we dialled
                     await self.flush()
         except TimeoutError:
-            conn.close(AuthenticationError("no hello and credentials in time"))
+            if conn.peer is None:
+                conn.close(AuthenticationError("no hello and credentials in time"))
+        if conn.closed:
             await self.flush()
-        return not conn.closed
+            return False
+        # what came behind the hello, outside the timeout: opening documents may take long
+        await self._process()
+        await self.flush()
+        return True
 
     async def _authenticate(self, hello: Hello) -> None:
         try:
@@ -189,13 +194,10 @@ class Session:
         except AuthenticationError as exc:
             log.info("%s (%s) not authenticated: %s", self.name, hello.peer_id, exc)
             self.conn.deny(exc)
-            await self.flush()
             return
         if self._on_admitted is not None:
             self._on_admitted()
-        self.conn.admit()  # reads the frames behind the hello
-        await self._process()
-        await self.flush()
+        self.conn.admit()  # decodes the frames behind the hello, for _process
 
     async def _process(self) -> None:
         conn = self.conn
