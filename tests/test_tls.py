@@ -4,6 +4,9 @@ not trust the server. Certificates are made by a CA created per test."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import gether
 from gether.server.auth import CertificateAuthenticator
 from gether.server.serve import GetherServer, start_server
 from gether.store import open_blocking_store
-from gether.testing.servers import ServerProcess
+from gether.testing.servers import ServerProcess, free_port, wait_for_port
 from gether.testing.tls import CertificateAuthority
 
 
@@ -169,3 +172,59 @@ def test_gether_serve_with_tls_options(tmp_path: Path, ca: CertificateAuthority)
     stored = open_blocking_store(f"sqlite:///{tmp_path}/s.db")
     assert len(stored.version("d").to_dict()) == 2
     stored.close()
+
+
+def _peer_process(tmp_path: Path, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    src = str(Path(gether.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = [sys.executable, "-m", "gether", "peer", "--store", f"sqlite:///{tmp_path}/{name}.db",
+               "--id", name, "--doc", "d", "--anti-entropy", "0.3", *args]  # fmt: skip
+    return subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+
+
+def test_gether_peer_dials_with_a_token_over_tls(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """Peer a accepts only a pre-shared key over TLS; peer b dials it with one."""
+    (tmp_path / "a.psk").write_text("peer-b:b-0123456789abcdef\n")
+    (tmp_path / "b.token").write_text("b-0123456789abcdef\n")
+    ports = [free_port() for _ in range(4)]
+    a = _peer_process(tmp_path, "a", [
+        "--port", str(ports[0]), "--tcp-port", str(ports[1]), "--psk-file", str(tmp_path / "a.psk"),
+        "--tls-cert", str(ca.server_cert), "--tls-key", str(ca.server_key),
+    ])  # fmt: skip
+    b = _peer_process(tmp_path, "b", [
+        "--port", str(ports[2]), "--tcp-port", str(ports[3]),
+        "--link", f"tls://127.0.0.1:{ports[1]}",
+        "--token-file", str(tmp_path / "b.token"), "--tls-ca", str(ca.cert_path),
+    ])  # fmt: skip
+    try:
+        for port in ports:
+            wait_for_port(port)
+
+        async def main() -> None:
+            writer = gether.Document("writer")
+            async with gether.connect(f"ws://127.0.0.1:{ports[2]}", "d", doc=writer) as session:
+                writer["via"] = "b"
+                await session.sync()
+            reader = gether.Document("reader")
+            async with gether.connect(
+                f"wss://127.0.0.1:{ports[0]}",
+                "d",
+                doc=reader,
+                token="b-0123456789abcdef",
+                ssl_context=ca.client_context(),
+            ) as session:
+                async with asyncio.timeout(20):
+                    while reader.to_json() != {"via": "b"}:
+                        await session.sync()
+                        await asyncio.sleep(0.1)
+            async with gether.connect(
+                f"wss://127.0.0.1:{ports[0]}", "d", token="wrong", ssl_context=ca.client_context()
+            ) as session:
+                with pytest.raises(gether.AuthenticationError):
+                    await session.sync(timeout=10)
+
+        asyncio.run(main())
+    finally:
+        for process in (a, b):
+            process.terminate()
+            process.wait(15)

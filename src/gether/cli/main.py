@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -11,6 +12,8 @@ from rich.console import Console
 from gether.cli.demo import run_demo
 from gether.cli.inspect import inspect_document, replay_document, show_log
 from gether.errors import GetherError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group()
@@ -118,6 +121,45 @@ def keys_new(name: str, directory: str) -> None:
     _guarded(create)
 
 
+_SECURITY_OPTIONS = [
+    click.option("--jwt-secret", type=click.Path(dir_okay=False), help="File: an HS256 secret."),
+    click.option(
+        "--jwt-public-key",
+        type=click.Path(dir_okay=False),
+        help="File: an Ed25519 PEM key (EdDSA).",
+    ),
+    click.option("--jwt-audience", help="The aud claim tokens must carry (required with JWTs)."),
+    click.option("--jwt-issuer", help="The iss claim tokens must carry, if any."),
+    click.option(
+        "--psk-file",
+        type=click.Path(dir_okay=False),
+        help="File: subject:secret per line (devices).",
+    ),
+    click.option(
+        "--tls-cert", type=click.Path(dir_okay=False), help="File: the PEM certificate chain."
+    ),
+    click.option("--tls-key", type=click.Path(dir_okay=False), help="File: its PEM private key."),
+    click.option(
+        "--tls-client-ca",
+        type=click.Path(dir_okay=False),
+        help="File: require client certificates signed by this CA (mutual TLS).",
+    ),
+    click.option(
+        "--hello-timeout",
+        default=5.0,
+        show_default=True,
+        help="Seconds a connection has to say hello and authenticate.",
+    ),
+]
+
+
+def _security_options(command: F) -> F:
+    """The authentication and TLS options of ``serve`` and ``peer``."""
+    for option in reversed(_SECURITY_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.option(
     "--store",
@@ -141,30 +183,7 @@ def keys_new(name: str, directory: str) -> None:
     show_default=True,
     help="Seconds to gather events into one frame per subscriber.",
 )
-@click.option("--jwt-secret", type=click.Path(dir_okay=False), help="File: an HS256 secret.")
-@click.option(
-    "--jwt-public-key", type=click.Path(dir_okay=False), help="File: an Ed25519 PEM key (EdDSA)."
-)
-@click.option("--jwt-audience", help="The aud claim tokens must carry (required with JWTs).")
-@click.option("--jwt-issuer", help="The iss claim tokens must carry, if any.")
-@click.option(
-    "--psk-file", type=click.Path(dir_okay=False), help="File: subject:secret per line (devices)."
-)
-@click.option(
-    "--tls-cert", type=click.Path(dir_okay=False), help="File: the PEM certificate chain."
-)
-@click.option("--tls-key", type=click.Path(dir_okay=False), help="File: its PEM private key.")
-@click.option(
-    "--tls-client-ca",
-    type=click.Path(dir_okay=False),
-    help="File: require client certificates signed by this CA (mutual TLS).",
-)
-@click.option(
-    "--hello-timeout",
-    default=5.0,
-    show_default=True,
-    help="Seconds a connection has to say hello and authenticate.",
-)
+@_security_options
 def serve(
     store_url: str,
     host: str,
@@ -210,18 +229,31 @@ def serve(
 @click.option("--link", "links", multiple=True, help="Another peer to dial (ws:// or tcp://).")
 @click.option("--doc", "docs", multiple=True, help="A document to hold and sync.")
 @click.option("--anti-entropy", default=5.0, show_default=True, help="Seconds between pings.")
+@_security_options
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), help="File: the token we send when dialling."
+)
+@click.option(
+    "--tls-ca", type=click.Path(dir_okay=False), help="File: the CA to trust when dialling."
+)
 def peer(
     store_url: str, peer_id: str, host: str, port: int, tcp_port: int,
     links: tuple[str, ...], docs: tuple[str, ...], anti_entropy: float,
+    token_file: str | None, tls_ca: str | None, **security: Any,
 ) -> None:  # fmt: skip
-    """Run a peer: listen, dial other peers, sync every document with all of them."""
+    """Run a peer: listen, dial other peers, sync every document with all of them.
+    The security options check who dials us, as for ``serve``; --token-file and
+    --tls-ca (with --tls-cert/--tls-key as our client certificate) are for dialling."""
     from gether.cli import serving
+    from gether.cli.security import SecurityOptions
 
+    options = SecurityOptions(**security, token_file=token_file, tls_ca=tls_ca)
     _guarded(
         lambda: serving.run(
-            serving.peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy)
+            serving.peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy,
+                         options)
         )
-    )
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from gether.server.auth import (
     JWTAuthenticator,
     PreSharedKeyAuthenticator,
 )
-from gether.transport.tls import ServerTLS
+from gether.transport.tls import ServerTLS, client_context
 
 
 def _read(path: str, what: str) -> str:
@@ -35,6 +36,8 @@ class SecurityOptions:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     hello_timeout: float = 5.0
+    token_file: str | None = None
+    tls_ca: str | None = None
 
     def authenticator(self) -> Authenticator | None:
         """None: open to anyone (no credentials and no client CA given)."""
@@ -75,3 +78,15 @@ class SecurityOptions:
             raise UsageError("--tls-cert and --tls-key go together")
         client_ca = Path(self.tls_client_ca) if self.tls_client_ca else None
         return ServerTLS(Path(self.tls_cert), Path(self.tls_key), client_ca)
+
+    def token(self) -> str | None:
+        """What a peer sends when it dials."""
+        return _read(self.token_file, "token").strip() if self.token_file else None
+
+    def dial_context(self) -> ssl.SSLContext | None:
+        """What a peer trusts when it dials (and presents, with a certificate)."""
+        if self.tls_ca is None:
+            return None
+        if self.tls_cert and self.tls_key:
+            return client_context(self.tls_ca, self.tls_cert, self.tls_key)
+        return client_context(self.tls_ca)

@@ -58,10 +58,21 @@ async def peer(
     links: tuple[str, ...],
     docs: tuple[str, ...],
     anti_entropy: float,
+    security: SecurityOptions | None = None,
 ) -> None:
     from gether.peer import Peer
 
-    peer = await Peer(store_url, peer_id, anti_entropy=anti_entropy).start(host, port, tcp_port)
+    security = security or SecurityOptions()
+    peer = await Peer(
+        store_url,
+        peer_id,
+        anti_entropy=anti_entropy,
+        authenticator=security.authenticator(),
+        token=security.token(),
+        tls=security.tls(),
+        ssl_context=security.dial_context(),
+        limits=Limits(hello_timeout=security.hello_timeout),
+    ).start(host, port, tcp_port)
     for doc_id in docs:
         await peer.document(doc_id)
     for url in links:

@@ -29,7 +29,7 @@ from gether.server.serve import GetherServer, start_server
 from gether.server.session import Session
 from gether.store import open_store
 from gether.store.asyncstore import AsyncStore
-from gether.sync.connection import Role
+from gether.sync.connection import Limits, Role
 from gether.transport.tls import ServerTLS
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,11 @@ class Peer:
         token: str | None = None,
         tls: ServerTLS | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store_url = store_url
-        self.hub = _PeerHub(store_url, HubConfig(server_id=peer_id, mesh=True))
+        config = HubConfig(server_id=peer_id, mesh=True, limits=limits or Limits())
+        self.hub = _PeerHub(store_url, config)
         self.anti_entropy = anti_entropy
         self.backoff = backoff
         self.authenticator = authenticator
