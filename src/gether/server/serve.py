@@ -25,6 +25,9 @@ from gether.transport.tls import ServerTLS
 
 log = logging.getLogger(__name__)
 
+GRACEFUL_SHUTDOWN = 5
+"""Seconds uvicorn waits for connections to close after our going-away."""
+
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn, saying our going-away before it closes connections its own way."""
@@ -123,6 +126,9 @@ async def start_server(
         log_level="warning",
         ws_max_size=limits.max_frame_bytes + 4,
         ws_per_message_deflate=False,
+        # clients were told going-away already; a TLS connection whose client
+        # never answers the close (close_notify) must not hold the exit forever
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         **tls_options,  # type: ignore[arg-type]
     )
     web = _Uvicorn(settings, app, tcp, handle_signals)

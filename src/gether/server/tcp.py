@@ -26,12 +26,18 @@ class TCPServer:
         self.ssl_context = ssl_context
         self.sessions: set[Session] = set()
         self.server: asyncio.Server | None = None
+        self._closing = False
 
     @property
     def scheme(self) -> str:
         return "tcp" if self.ssl_context is None else "tls"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            # accepted before close() but through its TLS handshake only now: no
+            # session would be told to shut down, and wait_closed() would wait for it
+            writer.close()
+            return
         peer = writer.get_extra_info("peername") or ("?", 0)
         remote = f"{peer[0]}:{peer[1]}"
         ssl_object = writer.get_extra_info("ssl_object")
@@ -69,6 +75,7 @@ class TCPServer:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
+        self._closing = True
         if self.server is not None:
             self.server.close()
         await asyncio.gather(*(s.shut_down() for s in list(self.sessions)))
