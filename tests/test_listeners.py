@@ -26,7 +26,7 @@ import gether
 from gether import ChangeSet, Move, PathChange, Replace, Splice
 from gether.core.changes import MISSING, Change
 from gether.core.listeners import common_prefix, common_suffix, diff
-from gether.errors import UsageError
+from gether.errors import RejectedEventsError, UsageError
 from gether.testing.network import SimulatedNetwork
 from gether.testing.strategies import (
     CounterSpec,
@@ -737,6 +737,24 @@ def test_a_raising_callback_on_received_events() -> None:
         alice.apply_events(bob.events_since(None))
     assert alice.to_json() == {"a": 1} and alice.version == bob.version
     assert len(heard.calls) == 1
+
+
+def test_a_raising_callback_with_rejections_or_a_handler() -> None:
+    alice, bob, twin = new_doc("alice"), new_doc("bob"), new_doc("bob")
+    bob["a"] = 1
+    twin["a"] = 2  # the same (replica, seq) with other contents: an equivocation
+    alice.on_change("", lambda changes: 1 / 0)
+    # the rejection is what a caller must learn; the callback's error is its cause
+    with pytest.raises(RejectedEventsError) as raised:
+        alice.apply_events([*bob.events_since(None), *twin.events_since(None)])
+    assert isinstance(raised.value.__cause__, ZeroDivisionError)
+    assert alice.to_json() == {"a": 1}
+    # with a handler, the callback's error goes there and nothing is raised
+    bob["b"] = 2
+    seen: list[Exception] = []
+    assert alice.apply_events(bob.events_since(alice.version), callback_error=seen.append) == 1
+    assert alice.to_json() == bob.to_json()
+    assert [type(exc) for exc in seen] == [ZeroDivisionError]
 
 
 def test_a_callback_that_edits_is_not_reentered() -> None:

@@ -140,3 +140,28 @@ async def test_a_client_may_start_offline(tmp_path: Path) -> None:
             assert running.hub.loaded("d").doc.to_json() == doc.to_json()  # type: ignore[union-attr]
         finally:
             await running.stop()
+
+
+async def test_a_raising_on_change_callback_does_not_stop_syncing(
+    server: GetherServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, reader = gether.Document("writer"), gether.Document("reader")
+    heard: list[object] = []
+
+    def broken(changes: object) -> None:
+        heard.append(changes)
+        raise RuntimeError("the application's bug")
+
+    reader.on_change("", broken)
+    async with (
+        gether.connect(server.ws_url, "cb", doc=writer) as w,
+        gether.connect(server.ws_url, "cb", doc=reader) as r,
+    ):
+        for round_ in range(3):
+            writer[f"k{round_}"] = round_
+            await w.sync()
+            await r.sync()
+            assert reader.to_json() == writer.to_json()
+        assert r.connected and not r.errors
+    assert len(heard) >= 3
+    assert "an on_change callback raised" in caplog.text

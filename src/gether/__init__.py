@@ -26,6 +26,8 @@ from gether.core.proxies import (
 from gether.core.schema import Schema
 from gether.document import Document
 from gether.errors import (
+    AccessDeniedError,
+    AccessRejectedError,
     AuthenticationError,
     ConnectionFailedError,
     CorruptStoreError,
@@ -88,6 +90,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "MISSING",
+    "AccessDeniedError",
+    "AccessRejectedError",
     "AuthenticationError",
     "ChangeSet",
     "ConnectionFailedError",

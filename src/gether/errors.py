@@ -11,6 +11,7 @@
     │   ├── ReadOnlyError            an edit on a read-only view (``doc.at(...)``)
     │   ├── SchemaError              a schema that is not valid, or not usable by Gether
     │   ├── SchemaViolationError     a local edit the document's schema does not allow
+    │   ├── AccessDeniedError        a local edit the document's access policy does not allow
     │   └── IncompleteHistoryError   events given to a store without their causes
     ├── RemoteError                  input from elsewhere that is malformed or forged
     │   ├── DecodeError              bytes that are not a valid encoding
@@ -20,7 +21,8 @@
     │   │   ├── SignatureError       a missing or forged signature
     │   │   ├── InvalidKeyError      a malformed or small-order public key
     │   │   ├── EquivocationError    one (replica, seq) with two different hashes
-    │   │   └── SchemaRejectedError  an event that breaks the document's schema
+    │   │   ├── SchemaRejectedError  an event that breaks the document's schema
+    │   │   └── AccessRejectedError  an event its author's roles did not allow
     │   ├── LimitExceededError       input over a configured limit
     │   ├── ProtocolViolationError   a well-formed message that breaks the sync protocol
     │   └── AuthenticationError      credentials (token, key, certificate) not accepted
@@ -122,6 +124,23 @@ class SchemaViolationError(UsageError):
         super().__init__(f"{_where(self.path)}: {reason}")
 
 
+class AccessDeniedError(UsageError):
+    """A local edit that the document's access policy does not allow to this
+    replica's key (no ``writer`` role at the path, or a policy change without
+    ``admin`` on ``/``); nothing changed.
+
+    ``path`` is where in the document (a tuple of keys, ``"-"`` for a list
+    element) and ``reason`` what was missing.
+    """
+
+    code = "access_denied"
+
+    def __init__(self, path: Sequence[str | int] | str, reason: str) -> None:
+        self.path = tuple(path) if not isinstance(path, str) else ()
+        self.reason = reason
+        super().__init__(f"access denied at {_where(self.path)}: {reason}")
+
+
 class IncompleteHistoryError(UsageError):
     """Events appended to a store whose parents are neither stored nor appended with them."""
 
@@ -189,6 +208,21 @@ class SchemaRejectedError(InvalidEventError):
         self.path = tuple(path)
         self.reason = reason
         message = f"{_where(self.path)}: {reason}"
+        super().__init__(f"{event}: {message}" if event is not None else message)
+
+
+class AccessRejectedError(InvalidEventError):
+    """A received event that its author's roles did not allow, judged on the
+    access policy in force at its parents; it was rejected whole and changed
+    nothing. ``path`` and ``reason`` as in ``AccessDeniedError``.
+    """
+
+    code = "access_rejected"
+
+    def __init__(self, path: Sequence[str | int] | str, reason: str, event: object = None) -> None:
+        self.path = tuple(path) if not isinstance(path, str) else ()
+        self.reason = reason
+        message = f"access denied at {_where(self.path)}: {reason}"
         super().__init__(f"{event}: {message}" if event is not None else message)
 
 
@@ -274,6 +308,8 @@ class RejectedEventsError(GetherError):
 
 
 __all__ = [
+    "AccessDeniedError",
+    "AccessRejectedError",
     "AuthenticationError",
     "DecodeError",
     "EquivocationError",

@@ -179,9 +179,10 @@ def _security_options(command: F) -> F:
 )
 @click.option(
     "--coalesce",
-    default=0.0,
+    default=0.02,
     show_default=True,
-    help="Seconds to gather events into one frame per subscriber.",
+    help="Seconds a document gathers new events before sending them, packed once, "
+    "to all its subscribers.",
 )
 @_security_options
 def serve(

@@ -202,12 +202,17 @@ class ClientSession:
         await self._flush()
 
     async def _drop(self) -> None:
-        channel, self._channel = self._channel, None
+        channel = self._channel
         if self._conn is not None:
             self._conn.close()
         if channel is not None:
             with contextlib.suppress(ConnectionError, OSError):
                 await channel.close()
+        # forgotten only once closed: if close() cancels us mid-way (a refusal
+        # raised in sync() ends the caller's block), its own _drop finishes the
+        # job, and no TLS transport is left half closed
+        if self._channel is channel:
+            self._channel = None
         async with self._changed:
             self._changed.notify_all()
 
@@ -267,7 +272,7 @@ class ClientSession:
             conn.refuse(doc_id, UsageError(f"this client syncs {self.doc_id} only"))
         for received in conn.events_received():
             try:
-                self.doc.apply_events(received.events)
+                self.doc.apply_events(received.events, callback_error=_log_callback_error)
             except RejectedEventsError as exc:
                 conn.reject(received, exc)
                 continue
@@ -286,6 +291,12 @@ class ClientSession:
         if channel is not None:
             with contextlib.suppress(ConnectionError, OSError):
                 await channel.close()
+
+
+def _log_callback_error(exc: Exception) -> None:
+    """An application's on_change callback failed: the events are applied and
+    stored all the same, so syncing goes on."""
+    log.error("an on_change callback raised", exc_info=exc)
 
 
 def connect(

@@ -13,6 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from gether.core import proxies
+from gether.core.access import ACCESS_NAME, Access, AccessGuard
 from gether.core.changes.model import MISSING
 from gether.core.containers import (
     DELETED,
@@ -134,6 +135,7 @@ class Document:
         self._counter = 0
         self._txn_hlc = 0
         self._guard: SchemaGuard | None = None
+        self._access = AccessGuard(key.key_id)
         self._set_policies(policies, merges)
         if schema is not None:
             if policies is not None:
@@ -151,6 +153,12 @@ class Document:
         merges = self._merges or self._default_merges()
         self._set_policies(compiled.root, merges)
         self._guard = SchemaGuard(compiled)
+
+    @property
+    def access(self) -> Access:
+        """The document's access policy: roles per key id and path, held in the
+        document (see ``core/access.py`` and docs/architecture.md)."""
+        return Access(self)
 
     @property
     def schema(self) -> Schema | None:
@@ -359,6 +367,7 @@ class Document:
                 self._rollback()
                 raise
         log.record(event, vector)
+        self._access.recorded(event)
         if journal is not None:
             journal.written(self)
         if self._listeners:
@@ -377,6 +386,7 @@ class Document:
         self._nodes.clear()  # ids of containers undone may be given to new ones
         if self._guard is not None:
             self._guard.forget()
+        self._access.forget()
 
     @staticmethod
     def _rebuilt_state(events: Iterable[Event]) -> DocState:
@@ -410,6 +420,7 @@ class Document:
         seq = container.seq
         if not 0 <= pos <= seq.visible:
             raise OutOfRangeError(f"insert at {pos} outside text of length {seq.visible}")
+        self._access.check_local(self, container_id, None)
         if self._guard is not None:
             self._guard.touch(self, container_id)
         counter = self._begin()[0] if self._ops is None else self._counter
@@ -424,6 +435,7 @@ class Document:
             raise OutOfRangeError(
                 f"delete {count} at {pos} outside sequence of length {container.seq.visible}"
             )
+        self._access.check_local(self, container_id, None)
         if self._guard is not None:
             self._guard.touch(self, container_id)
         self._begin()
@@ -442,6 +454,7 @@ class Document:
             return
         if not 0 <= pos <= container.seq.visible:
             raise OutOfRangeError(f"insert at {pos} outside list of length {container.seq.visible}")
+        self._access.check_local(self, container_id, None)
         if self._policies is not None:
             kind = CONTAINER_POLICIES.get(self._policy_at(container_id, 0))
             if kind is not None:
@@ -463,6 +476,7 @@ class Document:
         container: ListState = self._container(container_id, Kind.LIST)
         if not 0 <= index < container.seq.visible:
             raise OutOfRangeError(f"index {index} outside list of length {container.seq.visible}")
+        self._access.check_local(self, container_id, None)
         if self._policies is not None:
             kind = CONTAINER_POLICIES.get(self._policy_at(container_id, index))
             if kind is not None:
@@ -488,6 +502,7 @@ class Document:
             raise OutOfRangeError(f"move {src} -> {dst} outside list of length {length}")
         if src == dst:
             return
+        self._access.check_local(self, container_id, None)
         if self._guard is not None:
             self._guard.touch(self, container_id)
         counter, hlc = self._begin()
@@ -496,6 +511,7 @@ class Document:
     def _map_set(self, container_id: ContainerId, key: str, value: Any) -> None:
         container: MapState = self._container(container_id, Kind.MAP)
         check_key(key)
+        self._access.check_local(self, container_id, key)
         if self._guard is not None:
             self._guard.map_set(self, container_id, key, value)
         if self._policies is not None:
@@ -624,6 +640,7 @@ class Document:
         self._set_write(container, check_scalar(value), SET_REMOVE)
 
     def _set_write(self, container: SetState, value: Scalar, kind: int) -> None:
+        self._access.check_local(self, container.id, None)
         if self._guard is not None:
             self._guard.set_write(self, container.id, value, kind == SET_ADD)
         counter, hlc = self._begin()
@@ -635,6 +652,7 @@ class Document:
         self._push((kind, container.id, value, pred))
 
     def _map_write(self, container: MapState, key: str, op_value: Any) -> OpId:
+        self._access.check_local(self, container.id, key)
         if self._guard is not None:
             self._guard.map_write(self, container.id, key, op_value)
         counter, hlc = self._begin()
@@ -662,6 +680,7 @@ class Document:
         if type(delta) is not int:
             raise TypeMismatchError("counters count in integers")
         check_int(delta)
+        self._access.check_local(self, container_id, None)
         if self._guard is not None:
             self._guard.touch(self, container_id)
         self._begin()
@@ -693,7 +712,12 @@ class Document:
         root: MapState = self._state.containers[ROOT]  # type: ignore[assignment]
         register = root.entries.get(name)
         winner = register.winner() if register is not None else None
-        if (winner is None or winner[3] != ref) and not self._read_only:
+        if (
+            (winner is None or winner[3] != ref)
+            and not self._read_only
+            and (name != ACCESS_NAME or self._access._granting)
+            and self._access.allows(self, ROOT, name)
+        ):
             with self.transaction():
                 self._map_write(root, name, ref)
         return self._state.named(name, kind).id
@@ -758,13 +782,24 @@ class Document:
                 event.sign_later(self._key)
                 return
 
-    def apply_events(self, events: Iterable[Event | bytes]) -> int:
+    def apply_events(
+        self,
+        events: Iterable[Event | bytes],
+        *,
+        callback_error: Callable[[Exception], None] | None = None,
+    ) -> int:
         """Take in events from elsewhere, in any order, duplicates included.
 
         Events whose parents (or signature) have not arrived wait in a buffer.
         Every event is checked before it changes anything; events that fail are
         rejected whole and reported together in a ``RejectedEventsError``, after
         the good ones are applied. Returns the number of events applied.
+
+        An ``on_change`` callback that raises does not undo anything: the
+        events are applied and journaled first. Its exception is passed to
+        ``callback_error`` if given (sync loops log it and go on), else raised
+        (after the rejection, if some events were rejected too, so the caller
+        still learns which ones).
         """
         self._check_writable()
         self._commit_if_open()
@@ -798,7 +833,15 @@ class Document:
             self._journal.write_received(applied)
             self._journal.written(self)
         if applied and self._listeners:
-            self._notify(applied, local=False)
+            try:
+                self._notify(applied, local=False)
+            except Exception as exc:
+                if callback_error is not None:
+                    callback_error(exc)
+                elif errors:
+                    raise RejectedEventsError(errors) from exc
+                else:
+                    raise
         if errors:
             raise RejectedEventsError(errors)
         return len(applied)
@@ -840,6 +883,8 @@ class Document:
         for op in event.ops:
             state.check(op, ctx, counter)
             counter += op_length(op)
+        # judged on the policy at its parents; raises, state unchanged, if refused
+        self._access.check_event(self, event, vector)
         if self._guard is None:
             _apply_ops(state, event)
         else:  # judged on the event's causal past; raises, state unchanged, if invalid
@@ -847,6 +892,7 @@ class Document:
         if seq == 1:
             log.bind_key(author, event.key_id, key)
         log.record(event, vector)
+        self._access.recorded(event)
         self._clock.observe(event.hlc)
 
     def _vector_of(self, event: Event) -> Vector:

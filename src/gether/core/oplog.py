@@ -76,7 +76,7 @@ class EventLog:
         return None
 
     def version(self) -> Version:
-        return Version({r: len(chain) for r, chain in self.chains.items()})
+        return Version.unchecked({r: len(chain) for r, chain in self.chains.items()})
 
     def next_counter(self, replica: str) -> int:
         chain = self.chains.get(replica)
@@ -375,7 +375,7 @@ class TipLog:
         self.tips[event.id[0]] = (event.id[1], event.hash, event.end)
 
     def version(self) -> Version:
-        return Version({replica: tip[0] for replica, tip in self.tips.items()})
+        return Version.unchecked({replica: tip[0] for replica, tip in self.tips.items()})
 
     def describes(self, log: EventLog) -> bool:
         """Do the saved tips match the history they were saved with?"""

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from gether.core.access import ACCESS_NAME, is_policy_op
 from gether.core.containers import DELETED, ListState, MapState
 from gether.core.event import Event
 from gether.core.ids import ROOT, ContainerId, Version, named_container
@@ -110,6 +111,8 @@ class SchemaGuard:
 
     def map_write(self, doc: Document, container_id: ContainerId, key: str, value: Any) -> None:
         """Before one map op: ``value`` is a scalar, a container op value, or DELETED."""
+        if container_id == ROOT and key == ACCESS_NAME:
+            return  # the access policy's link: not the schema's business
         node = _node(doc, container_id, {})
         if value is DELETED:
             found = check_map_delete(node, key, ())
@@ -218,8 +221,9 @@ class SchemaGuard:
         or raise ``SchemaRejectedError`` with the state unchanged."""
         state = doc._state
         author = event.id[0]
+        ops = [op for op in event.ops if not is_policy_op(op)]  # the access policy's
         places = _places(state, event.ops, author, event.counter)
-        found = _static(doc, event.ops, places)
+        found = _static(doc, ops, places)
         if found is not None:
             raise found.remote(event.id)
         plan = _plan(doc, event.ops, author, event.counter, places)
@@ -249,7 +253,9 @@ class SchemaGuard:
     # -- the whole document ------------------------------------------------------------
 
     def violations(self, doc: Document) -> list[Violation]:
-        return violations(self.schema, doc.to_json())
+        value = doc.to_json()
+        value.pop(ACCESS_NAME, None)  # the access policy: not the schema's business
+        return violations(self.schema, value)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -366,6 +372,9 @@ def _plan(doc: Document, ops: Sequence[Op], author: str, counter: int, places: P
     order: dict[Any, None] = {}
     for op in ops:
         kind = op[0]
+        if is_policy_op(op):  # the access policy's: not the schema's business
+            counter += op_length(op)
+            continue
         order[op[1]] = None
         if kind in (MAP_SET, LIST_SET):
             _note(op[3], (author, counter), created, order)
@@ -429,7 +438,10 @@ def _value_of(state: DocState, container_id: ContainerId, node: Node) -> Any:
         return state.to_json(container)
     if isinstance(container, MapState):
         return {
-            key: None for key in container.entries if state.map_value(container, key) is not DELETED
+            key: None
+            for key in container.entries
+            if state.map_value(container, key) is not DELETED
+            and (container_id != ROOT or key != ACCESS_NAME)
         }
     if isinstance(container, ListState):
         return [None] * container.seq.visible

@@ -22,6 +22,7 @@ from gether.document import Document
 from gether.errors import GetherError, LimitExceededError, RejectedEventsError, UsageError
 from gether.store.base import EventStore, Snapshot, check_doc_id
 from gether.sync.connection import Limits
+from gether.sync.fanout import SharedBatch
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,13 @@ class HubConfig:
     snapshot_every: int = 1_000
     """Store a snapshot of a document every this many new events."""
     limits: Limits = field(default_factory=Limits)
-    coalesce: float = 0.0
-    """Seconds a session waits to gather events into one frame per subscriber."""
+    coalesce: float = 0.02
+    """Seconds a document gathers new events before fanning them out: one
+    batch, packed once, for all its subscribers (0: each loop iteration)."""
+    fanout_frames: int = 10_000
+    """Frames per second a document's fan-out aims to stay under: with many
+    subscribers it gathers longer than ``coalesce`` (500 subscribers: 50 ms),
+    since sending a frame, not packing it, is then what costs."""
     mesh: bool = False
     """Every session subscribes to every document the hub holds (peers)."""
 
@@ -41,7 +47,9 @@ class HubConfig:
 class Subscriber(Protocol):
     """What the hub needs of a session: to be told a document has news."""
 
-    def document_changed(self, doc_id: str) -> None: ...
+    def document_changed(self, doc_id: str, shared: SharedBatch | None = None) -> None:
+        """``shared``: the news, packed once for everyone; None: work it out."""
+        ...
 
     def document_opened(self, doc_id: str) -> None:
         """A document is now held by the hub (mesh sessions subscribe to it)."""
@@ -56,6 +64,9 @@ class HostedDocument:
         self.subscribers: set[Subscriber] = set()
         self.parked: dict[Subscriber, set[tuple[str, int]]] = {}
         self.since_snapshot = 0
+        self.shared = doc.version
+        """The end of the last batch fanned out (its identity marks live subscribers)."""
+        self.fanout_due = False
 
 
 class DocumentHub:
@@ -122,8 +133,32 @@ class DocumentHub:
         """The hub's own replica of ``doc_id`` was edited: offer it to everyone."""
         hosted = self._docs.get(doc_id)
         if hosted is not None:
-            for subscriber in list(hosted.subscribers):
-                subscriber.document_changed(doc_id)
+            self._schedule_fanout(hosted)
+
+    # -- fan-out ---------------------------------------------------------------------
+
+    def _schedule_fanout(self, hosted: HostedDocument) -> None:
+        if not hosted.fanout_due:
+            hosted.fanout_due = True
+            config = self.config
+            delay = max(config.coalesce, len(hosted.subscribers) / config.fanout_frames)
+            asyncio.get_running_loop().call_later(delay, self._fan_out, hosted)
+
+    def _fan_out(self, hosted: HostedDocument) -> None:
+        """Everything ``hosted`` gained since the last fan-out, as one batch for
+        every subscriber (the senders too: their own events come back to them
+        as duplicates, which costs less than packing a batch per subscriber)."""
+        hosted.fanout_due = False
+        if self._docs.get(hosted.doc_id) is not hosted:
+            return  # evicted meanwhile
+        before = hosted.shared
+        events = hosted.doc.events_since(before)
+        if not events:
+            return
+        hosted.shared = hosted.doc.version
+        shared = SharedBatch(hosted.doc_id, before, hosted.shared, events)
+        for subscriber in list(hosted.subscribers):
+            subscriber.document_changed(hosted.doc_id, shared)
 
     # -- receiving --------------------------------------------------------------------
 
@@ -141,7 +176,7 @@ class DocumentHub:
             waiting = hosted.doc.pending
             rejected: GetherError | None = None
             try:
-                hosted.doc.apply_events(events)
+                hosted.doc.apply_events(events, callback_error=_log_callback_error)
             except RejectedEventsError as exc:
                 rejected = exc
             overflow = None
@@ -156,9 +191,7 @@ class DocumentHub:
                     raise
                 hosted.since_snapshot += len(fresh)
         if fresh:
-            for subscriber in list(hosted.subscribers):
-                if subscriber is not source:
-                    subscriber.document_changed(doc_id)
+            self._schedule_fanout(hosted)
             if hosted.since_snapshot >= self.config.snapshot_every:
                 hosted.since_snapshot = 0
                 self._start_snapshot(doc_id)
@@ -229,6 +262,12 @@ class DocumentHub:
         """Wait for snapshots in progress (the store stays open: it is the caller's)."""
         if self._snapshots:
             await asyncio.gather(*self._snapshots, return_exceptions=True)
+
+
+def _log_callback_error(exc: Exception) -> None:
+    """An on_change callback on a hosted document (a peer's application) failed:
+    the events are applied all the same and must still be stored and relayed."""
+    log.error("an on_change callback raised", exc_info=exc)
 
 
 def _replica_from(snapshot: Snapshot | None) -> Document:

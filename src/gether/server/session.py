@@ -25,6 +25,7 @@ from gether.errors import (
 from gether.server.auth import Authenticator, ConnectionInfo, OpenAuthenticator, Principal
 from gether.server.hub import DocumentHub
 from gether.sync.connection import Role, SyncConnection
+from gether.sync.fanout import SharedBatch
 from gether.sync.messages import Hello
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class Session:
             admission=role is Role.SERVER,
         )
         self._send_lock = asyncio.Lock()
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, list[SharedBatch] | None] = {}
+        """Documents with news: the shared batches in order, or None to work it out."""
         self._flush_scheduled = False
         self._closing = False
         self._tasks: set[asyncio.Future[None]] = set()
@@ -95,12 +97,16 @@ class Session:
             self.conn.subscribe(doc_id)
             self.document_changed(doc_id)
 
-    def document_changed(self, doc_id: str) -> None:
-        self._dirty.add(doc_id)
+    def document_changed(self, doc_id: str, shared: SharedBatch | None = None) -> None:
+        batches = self._dirty.get(doc_id, [])
+        if shared is None or batches is None:
+            self._dirty[doc_id] = None
+        else:
+            batches.append(shared)
+            self._dirty[doc_id] = batches
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            delay = self.hub.config.coalesce
-            self._loop.call_later(delay, self._start_flush)
+            self._loop.call_soon(self._start_flush)  # the hub coalesced already
 
     def _start_flush(self) -> None:
         task = asyncio.ensure_future(self._flush_dirty())
@@ -109,13 +115,16 @@ class Session:
 
     async def _flush_dirty(self) -> None:
         self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, set()
-        for doc_id in dirty:
+        dirty, self._dirty = self._dirty, {}
+        for doc_id, batches in dirty.items():
             if self.hub.loaded(doc_id) is None:
                 # evicted after a failed write: our view of it is gone
                 self.conn.close(StorageError(f"{doc_id} is being reloaded; reconnect"))
-            else:
+            elif batches is None:
                 self.conn.push(doc_id)
+            else:
+                for shared in batches:
+                    self.conn.push_shared(shared)
         await self.flush()
 
     # -- the loop ------------------------------------------------------------------
@@ -203,12 +212,12 @@ class Session:
         conn = self.conn
         for doc_id in conn.subscriptions_requested():
             try:
-                await self.hub.open(doc_id)
+                hosted = await self.hub.open(doc_id)
             except GetherError as exc:
                 conn.refuse(doc_id, exc)
                 continue
             self.hub.subscribe(doc_id, self)
-            conn.accept(doc_id)
+            conn.accept(doc_id, live=hosted.shared)
         for received in conn.events_received():
             try:
                 rejected = await self.hub.receive(received.doc_id, received.events, self)

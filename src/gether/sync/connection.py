@@ -30,6 +30,7 @@ from gether.errors import (
     ProtocolViolationError,
     UsageError,
 )
+from gether.sync.fanout import SharedBatch
 from gether.sync.framing import FrameReader, frame
 from gether.sync.messages import (
     Ack,
@@ -42,6 +43,7 @@ from gether.sync.messages import (
     Subscribe,
     decode,
     encode,
+    encode_packed_events,
 )
 
 
@@ -116,6 +118,9 @@ class _DocSync:
     """Events the peer told us it holds (its subscribe, its events, its acks)."""
     peer_stored: Version = field(default_factory=Version)
     """What the peer acknowledged as stored."""
+    live: Version | None = None
+    """The end of the last shared batch the peer was sent or caught up to (by
+    identity: see ``SharedBatch``); it holds or will hold all of it."""
     requested: Version | None = None
     """The version of a subscription the peer asked for and the owner has not answered."""
     next_batch: int = 1
@@ -129,7 +134,7 @@ def _with_ids(version: Version, events: Iterable[Event]) -> Version:
         replica, seq = event.id
         if seq > vector.get(replica, 0):
             vector[replica] = seq
-    return Version(vector)
+    return Version.unchecked(vector)  # ids of decoded events are valid
 
 
 class SyncConnection:
@@ -224,11 +229,15 @@ class SyncConnection:
         out, self._requests = self._requests, []
         return out
 
-    def accept(self, doc_id: str) -> None:
+    def accept(self, doc_id: str, live: Version | None = None) -> None:
+        """``live``: the end of the host's last ``SharedBatch`` of the document,
+        if it fans out; what this sends now covers it, so the next batch can go
+        out as it is."""
         doc = self._docs.get(doc_id)
         if self.closed or doc is None or doc.requested is None:
             return
         self._start(doc_id, doc, doc.requested)
+        doc.live = live
 
     def refuse(self, doc_id: str, error: GetherError) -> None:
         doc = self._docs.get(doc_id)
@@ -257,7 +266,8 @@ class SyncConnection:
         doc = self._docs.get(doc_id)
         if self.closed or doc is None or not doc.peer_subscribed or not doc.subscribed:
             return
-        events = self.host.events_since(doc_id, doc.peer_has)
+        known = doc.peer_has if doc.live is None else doc.peer_has.merged(doc.live)
+        events = self.host.events_since(doc_id, known)
         batch: list[Event] = []
         size = 0
         for event in events:
@@ -268,6 +278,28 @@ class SyncConnection:
                 batch, size = [], 0
         if batch:
             self._send_batch(doc_id, doc, batch)
+
+    def push_shared(self, shared: SharedBatch) -> None:
+        """Send a batch packed once for every subscriber: as it is if the peer
+        is live at its start, else (a new or lagging peer) whatever it lacks,
+        after which it is live at the batch's end. ``shared.after`` must be
+        included in the host's version (the host only grows)."""
+        doc = self._docs.get(shared.doc_id)
+        if self.closed or doc is None or not doc.peer_subscribed or not doc.subscribed:
+            return
+        limits = self.limits
+        fits = len(shared.events) <= limits.batch_events and shared.size <= limits.batch_bytes
+        if doc.live is shared.before and fits:
+            if shared.events:
+                number = doc.next_batch
+                doc.next_batch += 1
+                doc.outstanding.add(number)
+                self.traffic.events_sent += len(shared.events)
+                encoding, packed = shared.packed(limits.compress_above)
+                self._out += frame(encode_packed_events(shared.doc_id, number, encoding, packed))
+        else:
+            self.push(shared.doc_id)  # everything the host holds, so all of shared.after
+        doc.live = shared.after
 
     def acknowledge(self, received: ReceivedEvents) -> None:
         """The batch is applied and stored: tell the peer, with our version now."""

@@ -8,6 +8,7 @@ Decoding is strict: every field is type-checked, so a malformed message is a
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -103,6 +104,25 @@ def _version_out(version: Version) -> dict[str, int]:
     return version.to_dict()
 
 
+def pack_events(
+    events: Sequence[tuple[bytes, bytes | None]], compress_above: int = 4096
+) -> tuple[Encoding, bytes]:
+    """The ``events`` field of an ``Events`` message, compressed if large:
+    the costly part, which a server computes once for all its subscribers."""
+    packed: bytes = msgpack.packb([list(e) for e in events], use_bin_type=True)
+    if len(packed) > compress_above:
+        return Encoding.ZLIB, zlib.compress(packed, 6)
+    return Encoding.PLAIN, packed
+
+
+def encode_packed_events(doc_id: str, batch: int, encoding: Encoding, packed: bytes) -> bytes:
+    """The payload of an ``Events`` message whose events are packed already."""
+    out: bytes = msgpack.packb(
+        [MessageKind.EVENTS, doc_id, batch, int(encoding), packed], use_bin_type=True
+    )
+    return out
+
+
 def encode(message: Message, compress_above: int = 4096) -> bytes:
     """The payload of one frame."""
     fields: list[Any]
@@ -112,11 +132,7 @@ def encode(message: Message, compress_above: int = 4096) -> bytes:
         case Subscribe(doc_id, version):
             fields = [MessageKind.SUBSCRIBE, doc_id, _version_out(version)]
         case Events(doc_id, batch, events):
-            packed = msgpack.packb([list(e) for e in events], use_bin_type=True)
-            encoding = Encoding.PLAIN
-            if len(packed) > compress_above:
-                packed, encoding = zlib.compress(packed, 6), Encoding.ZLIB
-            fields = [MessageKind.EVENTS, doc_id, batch, int(encoding), packed]
+            return encode_packed_events(doc_id, batch, *pack_events(events, compress_above))
         case Ack(doc_id, batch, version):
             fields = [MessageKind.ACK, doc_id, batch, _version_out(version)]
         case Error(code, text, doc_id):

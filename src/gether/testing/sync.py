@@ -19,6 +19,8 @@ class DocumentsHost:
     docs: dict[str, Document]
     make: type[Document] | None = None
     replica_id: str = "host"
+    shared: dict[str, Version] = field(default_factory=dict)
+    """Per document, the end of the last ``SharedBatch`` fanned out (a server's)."""
 
     def document(self, doc_id: str) -> Document:
         doc = self.docs.get(doc_id)
@@ -49,7 +51,7 @@ def deliver(conn: SyncConnection, host: DocumentsHost, data: bytes, now: float) 
     conn.receive_data(data, now)
     for doc_id in conn.subscriptions_requested():
         host.document(doc_id)
-        conn.accept(doc_id)
+        conn.accept(doc_id, live=host.shared.get(doc_id))
     for received in conn.events_received():
         doc = host.document(received.doc_id)
         try:

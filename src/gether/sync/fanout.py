@@ -1,0 +1,41 @@
+"""New events of one document, sent alike to every subscriber that already
+holds everything before them: a server packs them once per tick instead of
+once per subscriber, and knows who holds what by identity, not by comparing
+version vectors (both were most of its time with hundreds of subscribers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gether.core.event import Event
+from gether.core.ids import Version
+from gether.sync.messages import Encoding, pack_events
+
+
+class SharedBatch:
+    """The events a document gained from ``before`` to ``after``, parents first.
+
+    ``before`` and ``after`` are compared by identity: a connection that was
+    sent the batch ending at ``before`` (or caught up to it) is "live" at that
+    very object, and takes this batch without working out what it lacks.
+    """
+
+    __slots__ = ("_packed", "after", "before", "doc_id", "events", "size")
+
+    def __init__(
+        self, doc_id: str, before: Version, after: Version, events: Sequence[Event]
+    ) -> None:
+        self.doc_id = doc_id
+        self.before = before
+        self.after = after
+        self.events = tuple(events)
+        self.size = sum(len(e.body) + 64 for e in self.events)
+        self._packed: tuple[int, Encoding, bytes] | None = None
+
+    def packed(self, compress_above: int) -> tuple[Encoding, bytes]:
+        """The events packed as an ``Events`` message carries them, made once."""
+        cached = self._packed
+        if cached is None or cached[0] != compress_above:
+            pairs = [(e.body, e.signature) for e in self.events]
+            cached = self._packed = (compress_above, *pack_events(pairs, compress_above))
+        return cached[1], cached[2]
