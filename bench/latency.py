@@ -574,8 +574,8 @@ class GetherProbe(Probe):
         return self.writer.traffic.bytes_sent
 
     def errors(self) -> list[str]:
-        return [f"{who}: [{e.code}] {e.message}" for who, session in
-                (("writer", self.writer), ("reader", self.reader)) for e in session.errors]  # fmt: skip
+        sessions = (("writer", self.writer), ("reader", self.reader))
+        return [f"{who}: [{e.code}] {e.message}" for who, s in sessions for e in s.errors]
 
     def key_bytes(self, keys: list[int]) -> list[int]:
         """The ``Events`` frame that carried each keystroke alone (re-encoded

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gether import keys
 from gether.core.changes import MISSING, ChangeSet, Move, PathChange, Replace, Splice
 from gether.core.event import Event
 from gether.core.ids import EventId, Version
@@ -27,6 +28,7 @@ from gether.document import Document
 from gether.errors import (
     AccessDeniedError,
     AccessRejectedError,
+    AuthenticationError,
     ConnectionFailedError,
     CorruptStoreError,
     DecodeError,
@@ -53,6 +55,7 @@ from gether.errors import (
     StorageError,
     StorageFullError,
     StoreUnavailableError,
+    TLSError,
     TypeMismatchError,
     UnknownParentError,
     UnsupportedVersionError,
@@ -91,6 +94,7 @@ __all__ = [
     "MISSING",
     "AccessDeniedError",
     "AccessRejectedError",
+    "AuthenticationError",
     "ChangeSet",
     "ConnectionFailedError",
     "CorruptStoreError",
@@ -137,12 +141,14 @@ __all__ = [
     "StorageError",
     "StorageFullError",
     "StoreUnavailableError",
+    "TLSError",
     "TypeMismatchError",
     "UnknownParentError",
     "UnsupportedVersionError",
     "UsageError",
     "Version",
     "connect",
+    "keys",
     "register_merge",
     "schema_of",
 ]

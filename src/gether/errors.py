@@ -26,13 +26,15 @@
     │   │   └── AccessRejectedError  an event its author's roles did not allow
     │   ├── UnknownParentError       a hash-less parent the receiver does not hold
     │   ├── LimitExceededError       input over a configured limit
-    │   └── ProtocolViolationError   a well-formed message that breaks the sync protocol
+    │   ├── ProtocolViolationError   a well-formed message that breaks the sync protocol
+    │   └── AuthenticationError      credentials (token, key, certificate) not accepted
     ├── StorageError                 the event store failed; nothing was written
     │   ├── StorageFullError         no space left (disk, quota, size limit)
     │   ├── CorruptStoreError        a file or database that is not a sound Gether store
     │   └── StoreUnavailableError    the store cannot be reached (server down, closed)
     ├── GoingAwayError               the server is shutting down; reconnect later
     ├── ConnectionFailedError        a server or peer could not be reached (or was lost)
+    │   └── TLSError                 the TLS handshake failed (untrusted or missing certificate)
     └── RejectedEventsError          a batch in which some events were rejected
 
 Each class carries a ``code`` that never changes once released, so that it can
@@ -253,6 +255,14 @@ class ProtocolViolationError(RemoteError):
     code = "protocol_violation"
 
 
+class AuthenticationError(RemoteError):
+    """The peer's credentials were refused (or it sent none where some are
+    required). A server answers it with ``Error(authentication_failed)`` and
+    closes; nothing of the connection was applied."""
+
+    code = "authentication_failed"
+
+
 class StorageError(GetherError):
     """The event store could not do what was asked; it wrote nothing of it."""
 
@@ -289,6 +299,13 @@ class ConnectionFailedError(GetherError):
     code = "connection_failed"
 
 
+class TLSError(ConnectionFailedError):
+    """The TLS handshake failed: a certificate we do not trust, or one the
+    other side required and we did not present."""
+
+    code = "tls"
+
+
 class RejectedEventsError(GetherError):
     """Some events of a batch were rejected; the others were applied.
 
@@ -310,6 +327,7 @@ class RejectedEventsError(GetherError):
 __all__ = [
     "AccessDeniedError",
     "AccessRejectedError",
+    "AuthenticationError",
     "DecodeError",
     "EquivocationError",
     "GetherError",
@@ -333,6 +351,7 @@ __all__ = [
     "SchemaViolationError",
     "SignatureError",
     "SignatureRequiredError",
+    "TLSError",
     "StorageError",
     "StorageFullError",
     "StoreUnavailableError",

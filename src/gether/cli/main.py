@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -11,6 +12,8 @@ from rich.console import Console
 from gether.cli.demo import run_demo
 from gether.cli.inspect import inspect_document, replay_document, show_log
 from gether.errors import GetherError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group()
@@ -92,6 +95,71 @@ def schema(target: str) -> None:
     _guarded(show)
 
 
+@main.group()
+def keys() -> None:
+    """Ed25519 identities: a replica signs its events with one."""
+
+
+@keys.command("new")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    help="Folder for NAME.key, NAME.pub.",
+)
+def keys_new(name: str, directory: str) -> None:
+    """Create NAME.key (private, mode 0600) and NAME.pub; print the key id."""
+    from gether.keys import new_key_pair
+
+    def create() -> None:
+        made = new_key_pair(name, directory)
+        click.echo(made.key_id)
+        click.echo(f"private key: {made.private}\npublic key:  {made.public}", err=True)
+
+    _guarded(create)
+
+
+_SECURITY_OPTIONS = [
+    click.option("--jwt-secret", type=click.Path(dir_okay=False), help="File: an HS256 secret."),
+    click.option(
+        "--jwt-public-key",
+        type=click.Path(dir_okay=False),
+        help="File: an Ed25519 PEM key (EdDSA).",
+    ),
+    click.option("--jwt-audience", help="The aud claim tokens must carry (required with JWTs)."),
+    click.option("--jwt-issuer", help="The iss claim tokens must carry, if any."),
+    click.option(
+        "--psk-file",
+        type=click.Path(dir_okay=False),
+        help="File: subject:secret per line (devices).",
+    ),
+    click.option(
+        "--tls-cert", type=click.Path(dir_okay=False), help="File: the PEM certificate chain."
+    ),
+    click.option("--tls-key", type=click.Path(dir_okay=False), help="File: its PEM private key."),
+    click.option(
+        "--tls-client-ca",
+        type=click.Path(dir_okay=False),
+        help="File: require client certificates signed by this CA (mutual TLS).",
+    ),
+    click.option(
+        "--hello-timeout",
+        default=5.0,
+        show_default=True,
+        help="Seconds a connection has to say hello and authenticate.",
+    ),
+]
+
+
+def _security_options(command: F) -> F:
+    """The authentication and TLS options of ``serve`` and ``peer``."""
+    for option in reversed(_SECURITY_OPTIONS):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.option(
     "--store",
@@ -122,6 +190,7 @@ def schema(target: str) -> None:
     metavar="PATTERN",
     help="Host documents whose id matches this glob without per-event signatures (repeatable).",
 )
+@_security_options
 def serve(
     store_url: str,
     host: str,
@@ -130,13 +199,26 @@ def serve(
     snapshot_every: int,
     coalesce: float,
     unsigned: tuple[str, ...],
+    **security: object,
 ) -> None:
-    """Run a sync server: WebSocket on --port, raw TCP on --tcp-port."""
+    """Run a sync server: WebSocket on --port, raw TCP on --tcp-port. With
+    --tls-cert/--tls-key they are wss:// and tls://; with --jwt-* or
+    --psk-file (or --tls-client-ca alone) every connection authenticates."""
     from gether.cli import serving
+    from gether.cli.security import SecurityOptions
 
     _guarded(
         lambda: serving.run(
-            serving.serve(store_url, host, port, tcp_port, snapshot_every, coalesce, unsigned)
+            serving.serve(
+                store_url,
+                host,
+                port,
+                tcp_port,
+                snapshot_every,
+                coalesce,
+                SecurityOptions(**security),  # type: ignore[arg-type]
+                unsigned,
+            )
         )
     )
 
@@ -156,18 +238,31 @@ def serve(
 @click.option("--link", "links", multiple=True, help="Another peer to dial (ws:// or tcp://).")
 @click.option("--doc", "docs", multiple=True, help="A document to hold and sync.")
 @click.option("--anti-entropy", default=5.0, show_default=True, help="Seconds between pings.")
+@_security_options
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), help="File: the token we send when dialling."
+)
+@click.option(
+    "--tls-ca", type=click.Path(dir_okay=False), help="File: the CA to trust when dialling."
+)
 def peer(
     store_url: str, peer_id: str, host: str, port: int, tcp_port: int,
     links: tuple[str, ...], docs: tuple[str, ...], anti_entropy: float,
+    token_file: str | None, tls_ca: str | None, **security: Any,
 ) -> None:  # fmt: skip
-    """Run a peer: listen, dial other peers, sync every document with all of them."""
+    """Run a peer: listen, dial other peers, sync every document with all of them.
+    The security options check who dials us, as for ``serve``; --token-file and
+    --tls-ca (with --tls-cert/--tls-key as our client certificate) are for dialling."""
     from gether.cli import serving
+    from gether.cli.security import SecurityOptions
 
+    options = SecurityOptions(**security, token_file=token_file, tls_ca=tls_ca)
     _guarded(
         lambda: serving.run(
-            serving.peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy)
+            serving.peer(store_url, peer_id, host, port, tcp_port, links, docs, anti_entropy,
+                         options)
         )
-    )
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from gether.cli.security import SecurityOptions
 from gether.server.hub import HubConfig
 from gether.server.serve import start_server
+from gether.sync.connection import Limits
 
 
 async def serve(
@@ -21,15 +23,25 @@ async def serve(
     tcp_port: int | None,
     snapshot_every: int,
     coalesce: float,
+    security: SecurityOptions | None = None,
     unsigned: tuple[str, ...] = (),
 ) -> None:
+    security = security or SecurityOptions()
+    authenticator = security.authenticator()
+    if authenticator is None and host not in ("127.0.0.1", "::1", "localhost"):
+        print("warning: anyone who can reach this server may connect", file=sys.stderr)
+    limits = Limits(hello_timeout=security.hello_timeout)
     server = await start_server(
         store_url,
         host,
         port,
         tcp_port,
-        HubConfig(snapshot_every=snapshot_every, coalesce=coalesce, unsigned=unsigned),
+        HubConfig(
+            snapshot_every=snapshot_every, coalesce=coalesce, limits=limits, unsigned=unsigned
+        ),
         handle_signals=False,
+        authenticator=authenticator,
+        tls=security.tls(),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -49,10 +61,21 @@ async def peer(
     links: tuple[str, ...],
     docs: tuple[str, ...],
     anti_entropy: float,
+    security: SecurityOptions | None = None,
 ) -> None:
     from gether.peer import Peer
 
-    peer = await Peer(store_url, peer_id, anti_entropy=anti_entropy).start(host, port, tcp_port)
+    security = security or SecurityOptions()
+    peer = await Peer(
+        store_url,
+        peer_id,
+        anti_entropy=anti_entropy,
+        authenticator=security.authenticator(),
+        token=security.token(),
+        tls=security.tls(),
+        ssl_context=security.dial_context(),
+        limits=Limits(hello_timeout=security.hello_timeout),
+    ).start(host, port, tcp_port)
     for doc_id in docs:
         await peer.document(doc_id)
     for url in links:

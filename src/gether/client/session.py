@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -21,6 +22,7 @@ from gether.core.document import Document
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.errors import (
+    AuthenticationError,
     ConnectionFailedError,
     GetherError,
     RejectedEventsError,
@@ -68,6 +70,7 @@ class ClientSession:
         backoff: tuple[float, float] = (0.05, 5.0),
         connect_timeout: float = 10.0,
         offline_start: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.doc_id = doc_id
@@ -77,6 +80,9 @@ class ClientSession:
         self.backoff = backoff
         self.connect_timeout = connect_timeout
         self.offline_start = offline_start
+        self.ssl_context = ssl_context
+        self.refused: AuthenticationError | None = None
+        """Set when the server refused our credentials: we stop redialling."""
         self.errors: list[Error] = []
         """Refusals the server sent for our events (and the reasons it closed)."""
         self.connections = 0
@@ -137,10 +143,12 @@ class ClientSession:
         """Return once the server has stored all our events and we hold all of its."""
         async with asyncio.timeout(timeout):
             while True:
+                if self.refused is not None:
+                    raise self.refused
                 conn = self._conn
                 if conn is None or conn.closed:
                     async with self._changed:
-                        await self._changed.wait()
+                        await self._changed.wait_for(self._live_or_refused)
                     continue
                 nonce = conn.ping(self._loop.time())
                 await self._flush()
@@ -153,6 +161,10 @@ class ClientSession:
                     )
                 if not conn.closed:
                     return
+
+    def _live_or_refused(self) -> bool:
+        conn = self._conn
+        return self.refused is not None or (conn is not None and not conn.closed)
 
     def _on_events(self, events: Sequence[Event], local: bool) -> None:
         if local:
@@ -182,7 +194,9 @@ class ClientSession:
         if self._conn is not None:
             self._past_traffic = self._past_traffic + self._conn.traffic
             self._conn = None
-        channel = await dial(self.url, self.limits.max_frame_bytes, self.connect_timeout)
+        channel = await dial(
+            self.url, self.limits.max_frame_bytes, self.connect_timeout, self.ssl_context
+        )
         conn = SyncConnection(
             self._host,
             self.doc.replica_id,
@@ -198,12 +212,17 @@ class ClientSession:
         await self._flush()
 
     async def _drop(self) -> None:
-        channel, self._channel = self._channel, None
+        channel = self._channel
         if self._conn is not None:
             self._conn.close()
         if channel is not None:
             with contextlib.suppress(ConnectionError, OSError):
                 await channel.close()
+        # forgotten only once closed: if close() cancels us mid-way (a refusal
+        # raised in sync() ends the caller's block), its own _drop finishes the
+        # job, and no TLS transport is left half closed
+        if self._channel is channel:
+            self._channel = None
         async with self._changed:
             self._changed.notify_all()
 
@@ -221,6 +240,8 @@ class ClientSession:
             started = self._loop.time()
             await self._serve_connection()
             await self._drop()
+            if self.refused is not None:
+                return  # the same credentials would be refused again
             # a link that dies young (a refusal, a crash loop) counts as a failure:
             # redialling at once would hammer the server
             failures = failures + 1 if self._loop.time() - started < STABLE_AFTER else 0
@@ -257,6 +278,8 @@ class ClientSession:
                     # a server from before v2 refuses an offer of several
                     # versions: speak v1 alone, as it does, from now on
                     self.versions = (1,)
+                if reason.code == AuthenticationError.code and reason.doc_id is None:
+                    self.refused = AuthenticationError(reason.message)
 
     def _process(self, conn: SyncConnection) -> None:
         for doc_id in conn.subscriptions_requested():

@@ -16,18 +16,21 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Callable, Sequence
 
 from gether.client.channels import dial
 from gether.core.event import Event
 from gether.document import Document
 from gether.errors import ConnectionFailedError, UsageError
+from gether.server.auth import Authenticator
 from gether.server.hub import DocumentHub, HubConfig
 from gether.server.serve import GetherServer, start_server
 from gether.server.session import Session
 from gether.store import open_store
 from gether.store.asyncstore import AsyncStore
-from gether.sync.connection import Role
+from gether.sync.connection import Limits, Role
+from gether.transport.tls import ServerTLS
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,12 @@ class _PeerHub(DocumentHub):
 
 class Peer:
     """``peer = gether.Peer("sqlite:///a.db")``; ``await peer.start()``;
-    ``doc = await peer.document("notes")``; ``peer.link(other.tcp_url)``."""
+    ``doc = await peer.document("notes")``; ``peer.link(other.tcp_url)``.
+
+    Security: ``authenticator`` checks the peers that connect to us (default:
+    open); ``token`` is what we send to the peers we dial; ``tls`` makes our
+    listeners ``wss://`` and ``tls://``; ``ssl_context`` is what we trust (and
+    present, for mutual TLS) when we dial."""
 
     def __init__(
         self,
@@ -75,11 +83,21 @@ class Peer:
         *,
         anti_entropy: float = 5.0,
         backoff: tuple[float, float] = (0.05, 5.0),
+        authenticator: Authenticator | None = None,
+        token: str | None = None,
+        tls: ServerTLS | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store_url = store_url
-        self.hub = _PeerHub(store_url, HubConfig(server_id=peer_id, mesh=True))
+        config = HubConfig(server_id=peer_id, mesh=True, limits=limits or Limits())
+        self.hub = _PeerHub(store_url, config)
         self.anti_entropy = anti_entropy
         self.backoff = backoff
+        self.authenticator = authenticator
+        self.token = token
+        self.tls = tls
+        self.ssl_context = ssl_context
         self.server: GetherServer | None = None
         self._links: dict[str, asyncio.Task[None]] = {}
         self._link_sessions: dict[str, Session] = {}
@@ -101,7 +119,14 @@ class Peer:
         assert isinstance(self.hub.store, AsyncStore)
         await self.hub.store.open()
         self.server = await start_server(
-            self.store_url, host, port, tcp_port, handle_signals=False, hub=self.hub
+            self.store_url,
+            host,
+            port,
+            tcp_port,
+            handle_signals=False,
+            hub=self.hub,
+            authenticator=self.authenticator,
+            tls=self.tls,
         )
         self._ticker = asyncio.create_task(self._anti_entropy())
         return self
@@ -111,7 +136,8 @@ class Peer:
         return (await self.hub.open(doc_id)).doc
 
     def link(self, url: str) -> None:
-        """Dial ``url`` (``ws://`` or ``tcp://`` of another peer) and keep the link up."""
+        """Dial ``url`` (``ws://``, ``wss://``, ``tcp://`` or ``tls://`` of another
+        peer) and keep the link up."""
         if url not in self._links:
             self._links[url] = asyncio.create_task(self._keep_linked(url))
 
@@ -133,7 +159,9 @@ class Peer:
         failures = 0
         while True:
             try:
-                channel = await dial(url, self.hub.config.limits.max_frame_bytes)
+                channel = await dial(
+                    url, self.hub.config.limits.max_frame_bytes, ssl_context=self.ssl_context
+                )
             except ConnectionFailedError as exc:
                 failures += 1
                 low, high = self.backoff
@@ -142,7 +170,9 @@ class Peer:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            session = Session(self.hub, channel, f"link:{url}", role=Role.CLIENT, mesh=True)
+            session = Session(
+                self.hub, channel, f"link:{url}", Role.CLIENT, mesh=True, credentials=self.token
+            )
             self._link_sessions[url] = session
             try:
                 await session.run()

@@ -8,8 +8,10 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from gether.server.auth import Authenticator, info_from_certificate
 from gether.server.hub import DocumentHub
 from gether.server.session import Session
+from gether.server.wsprotocol import frame_limit_setter, peercert
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,10 +54,12 @@ class WebSocketChannel:
 
 class GetherApp:
     """ASGI: WebSocket connections speak the sync protocol; ``GET`` answers a
-    small JSON status; lifespan shutdown says going-away to every client."""
+    small JSON status; lifespan shutdown says going-away to every client.
+    Every connection is authenticated by ``authenticator`` (default: open)."""
 
-    def __init__(self, hub: DocumentHub) -> None:
+    def __init__(self, hub: DocumentHub, authenticator: Authenticator | None = None) -> None:
         self.hub = hub
+        self.authenticator = authenticator
         self.sessions: set[Session] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,7 +77,18 @@ class GetherApp:
             return
         await send({"type": "websocket.accept"})
         client = scope.get("client") or ("?", 0)
-        session = Session(self.hub, WebSocketChannel(receive, send), f"ws:{client[0]}:{client[1]}")
+        remote = f"{client[0]}:{client[1]}"
+        tls = scope.get("scheme") == "wss"
+        set_limit = frame_limit_setter(scope)
+        max_message = self.hub.config.limits.max_frame_bytes + 4
+        session = Session(
+            self.hub,
+            WebSocketChannel(receive, send),
+            f"ws:{remote}",
+            authenticator=self.authenticator,
+            info=info_from_certificate("websocket", remote, tls, peercert(scope)),
+            on_admitted=None if set_limit is None else lambda: set_limit(max_message),
+        )
         self.sessions.add(session)
         try:
             await session.run()

@@ -44,12 +44,16 @@ class ServerProcess:
         self.stderr = ""
 
     @property
+    def tls(self) -> bool:
+        return "--tls-cert" in self.extra
+
+    @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     @property
     def tcp_url(self) -> str:
-        return f"tcp://127.0.0.1:{self.tcp_port}"
+        return f"{'tls' if self.tls else 'tcp'}://127.0.0.1:{self.tcp_port}"
 
     def start(self) -> ServerProcess:
         src = str(Path(gether.__file__).parents[1])

@@ -1,24 +1,33 @@
 """One client connection on the server, whatever carries its bytes: reads
 frames into its ``SyncConnection``, hands subscriptions and events to the hub,
-and sends what the connection has to say."""
+and sends what the connection has to say.
+
+A session we accepted first authenticates: until the peer's hello is read and
+its credentials accepted (all within ``Limits.hello_timeout``), nothing else
+it sends is decoded, and on refusal it gets ``Error(authentication_failed)``
+and is closed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from gether.errors import (
+    AuthenticationError,
     GetherError,
     GoingAwayError,
     LimitExceededError,
     SignatureRequiredError,
     StorageError,
 )
+from gether.server.auth import Authenticator, ConnectionInfo, OpenAuthenticator, Principal
 from gether.server.hub import DocumentHub
 from gether.sync.connection import ReceivedEvents, Role, SyncConnection
 from gether.sync.fanout import SharedBatch
+from gether.sync.messages import Hello
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +56,21 @@ class Session:
         name: str = "?",
         role: Role = Role.SERVER,
         mesh: bool = False,
+        *,
+        authenticator: Authenticator | None = None,
+        info: ConnectionInfo | None = None,
+        credentials: str | None = None,
+        on_admitted: Callable[[], None] | None = None,
     ) -> None:
         self.hub = hub
+        self._on_admitted = on_admitted
         self.channel = channel
         self.name = name
         self.mesh = mesh or hub.config.mesh
+        self.authenticator = authenticator or OpenAuthenticator()
+        self.info = info or ConnectionInfo("unknown", name)
+        self.principal: Principal | None = None
+        """Who the peer is, once authenticated (a session we accepted)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.conn = SyncConnection(
@@ -59,8 +78,10 @@ class Session:
             hub.config.server_id,
             role,
             now=loop.time(),
+            credentials=credentials,
             limits=hub.config.limits,
             versions=hub.config.versions,
+            admission=role is Role.SERVER,
         )
         self._send_lock = asyncio.Lock()
         self._dirty: dict[str, list[SharedBatch] | None] = {}
@@ -119,12 +140,14 @@ class Session:
 
     async def run(self) -> None:
         ticker = asyncio.create_task(self._tick())
-        if self.mesh:
-            self.hub.sessions.add(self)
-            for doc_id in self.hub.open_documents():
-                self.document_opened(doc_id)
-            await self.flush()
         try:
+            if not await self._introduce():
+                return
+            if self.mesh:
+                self.hub.sessions.add(self)
+                for doc_id in self.hub.open_documents():
+                    self.document_opened(doc_id)
+                await self.flush()
             while not self.conn.closed:
                 data = await self.channel.receive()
                 if data is None:
@@ -145,6 +168,47 @@ class Session:
             if self.conn.close_reason is not None:
                 reason = self.conn.close_reason
                 log.info("%s closed: [%s] %s", self.name, reason.code, reason.message)
+
+    async def _introduce(self) -> bool:
+        """Hellos both ways, the peer's credentials checked, within the hello
+        timeout; only then is anything behind its hello read. False if the
+        connection ended instead."""
+        conn = self.conn
+        await self.flush()  # our hello, if we dialled
+        try:
+            async with asyncio.timeout(self.hub.config.limits.hello_timeout):
+                while conn.peer is None and not conn.closed:
+                    hello = conn.hello_to_admit()
+                    if hello is not None:
+                        await self._authenticate(hello)
+                        continue
+                    data = await self.channel.receive()
+                    if data is None:
+                        conn.receive_eof()
+                        return False
+                    conn.receive_data(data, self._loop.time())
+                    await self.flush()
+        except TimeoutError:
+            if conn.peer is None:
+                conn.close(AuthenticationError("no hello and credentials in time"))
+        if conn.closed:
+            await self.flush()
+            return False
+        # what came behind the hello, outside the timeout: opening documents may take long
+        await self._process()
+        await self.flush()
+        return True
+
+    async def _authenticate(self, hello: Hello) -> None:
+        try:
+            self.principal = await self.authenticator.authenticate(hello.credentials, self.info)
+        except AuthenticationError as exc:
+            log.info("%s (%s) not authenticated: %s", self.name, hello.peer_id, exc)
+            self.conn.deny(exc)
+            return
+        if self._on_admitted is not None:
+            self._on_admitted()
+        self.conn.admit()  # decodes the frames behind the hello, for _process
 
     async def _process(self) -> None:
         conn = self.conn

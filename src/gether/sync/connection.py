@@ -13,6 +13,11 @@ Both protocol versions are spoken here: the version is chosen in the hellos
 after them. v2 differs in ``Events`` (compact records, ``sync/batch.py``),
 ``Ack`` (cumulative, ``sync/acks.py``) and in naming documents by a number the
 server gives in its ``Subscribe``.
+
+A server made with ``admission=True`` authenticates before anything else:
+once the peer's hello arrives, ``hello_to_admit()`` returns it and nothing
+after it is decoded until the owner calls ``admit()`` (then our hello goes
+out and the frames behind it are read) or ``deny(error)``.
 """
 
 from __future__ import annotations
@@ -93,7 +98,8 @@ class Role(Enum):
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_frame_bytes: int = 16 << 20
-    max_frame_before_hello: int = 64 << 10
+    max_frame_before_hello: int = 8 << 10
+    """Until the peer's hello is accepted: a hello with a token fits; more is an attack."""
     max_batch_events: int = 10_000
     max_pending_batches: int = 64
     """Batches received and not yet acknowledged or rejected by the owner."""
@@ -104,7 +110,8 @@ class Limits:
     batch_events: int = 1_000
     batch_bytes: int = 1 << 20
     compress_above: int = 4_096
-    hello_timeout: float = 10.0
+    hello_timeout: float = 5.0
+    """Seconds until the peer is introduced and admitted (authenticated)."""
     idle_timeout: float = 60.0
     ping_interval: float = 20.0
 
@@ -187,6 +194,7 @@ class SyncConnection:
         credentials: str | None = None,
         limits: Limits | None = None,
         versions: tuple[int, ...] = VERSIONS,
+        admission: bool = False,
     ) -> None:
         if not versions or not set(versions) <= set(VERSIONS):
             raise UsageError(f"protocol versions {versions!r}: this build speaks {VERSIONS}")
@@ -201,6 +209,9 @@ class SyncConnection:
         self.role = role
         self.limits = limits or Limits()
         self.peer: Hello | None = None
+        """The peer's hello, once it is accepted (admitted, if admission is on)."""
+        self._admission = admission
+        self._waiting: Hello | None = None
         self.closed = False
         self.close_reason: Error | None = None
         """Why the connection closed: our error to the peer, or the peer's to us."""
@@ -227,20 +238,29 @@ class SyncConnection:
         self.traffic.bytes_received += len(data)
         try:
             self._reader.push(data)
-            while (payload := self._reader.next()) is not None:
-                self._handle(
-                    decode(
-                        payload,
-                        protocol=self.protocol,
-                        max_events=self.limits.max_batch_events,
-                        max_bytes=self.limits.max_frame_bytes,
-                        max_replicas=self.limits.max_replicas,
-                    )
-                )
-                if self.closed:
-                    return
+            self._read_frames()
         except GetherError as exc:
             self._fail(exc)
+
+    def hello_to_admit(self) -> Hello | None:
+        """The peer's hello, waiting for ``admit`` or ``deny`` (with ``admission``)."""
+        return None if self.closed else self._waiting
+
+    def admit(self) -> None:
+        """The peer's credentials are good: answer its hello, read what follows."""
+        hello, self._waiting = self._waiting, None
+        if self.closed or hello is None:
+            return
+        try:
+            self._welcome(hello)
+            self._read_frames()
+        except GetherError as exc:
+            self._fail(exc)
+
+    def deny(self, error: GetherError) -> None:
+        """The peer may not connect: tell it why and close, reading nothing more."""
+        self._waiting = None
+        self.close(error)
 
     def receive_eof(self) -> None:
         """The peer closed its side; a frame cut short is an error."""
@@ -444,6 +464,21 @@ class SyncConnection:
 
     # -- internals ------------------------------------------------------------------
 
+    def _read_frames(self) -> None:
+        # a hello waiting for admission holds back everything behind it
+        while self._waiting is None and (payload := self._reader.next()) is not None:
+            self._handle(
+                decode(
+                    payload,
+                    protocol=self.protocol,
+                    max_events=self.limits.max_batch_events,
+                    max_bytes=self.limits.max_frame_bytes,
+                    max_replicas=self.limits.max_replicas,
+                )
+            )
+            if self.closed:
+                return
+
     def _check_open(self) -> None:
         if self.closed:
             raise UsageError("this connection is closed")
@@ -580,26 +615,32 @@ class SyncConnection:
         self._send(Events(doc_id, number, tuple((e.body, e.signature) for e in batch)))
         doc.peer_has = _with_ids(doc.peer_has, batch)
 
+    def _welcome(self, hello: Hello) -> None:
+        chosen = self._negotiate(hello)
+        self.peer = hello
+        self._reader.max_size = self.limits.max_frame_bytes
+        if self.role is Role.SERVER:
+            self._send(Hello(self.local_id, self._credentials, chosen))
+            self.protocol = chosen
+            for wanted, state in self._docs.items():
+                if state.subscribed:
+                    self._send(self._subscribe_message(wanted, state))
+        else:
+            self.protocol = chosen
+
     def _handle(self, message: Message) -> None:
         if self.peer is None:
             if isinstance(message, Error) and message.doc_id is None:
-                # the peer refused our hello (e.g. unsupported_version): its reason
+                # the peer refused our hello (unsupported_version, credentials): its reason
                 self.close_reason = message
                 self.closed = True
                 return
             if not isinstance(message, Hello):
                 raise ProtocolViolationError("the first message must be a hello")
-            chosen = self._negotiate(message)
-            self.peer = message
-            self._reader.max_size = self.limits.max_frame_bytes
-            if self.role is Role.SERVER:
-                self._send(Hello(self.local_id, self._credentials, chosen))
-                self.protocol = chosen
-                for wanted, state in self._docs.items():
-                    if state.subscribed:
-                        self._send(self._subscribe_message(wanted, state))
+            if self._admission:
+                self._waiting = message
             else:
-                self.protocol = chosen
+                self._welcome(message)
             return
         match message:
             case Hello():

@@ -29,4 +29,6 @@ class StreamChannel:
         if not self.writer.is_closing():
             self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
+            # shielded: a caller cancelled while waiting here must not cancel the
+            # stream's own closed future, or a later close() would raise it
+            await asyncio.shield(self.writer.wait_closed())

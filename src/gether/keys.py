@@ -1,0 +1,122 @@
+"""Identities on disk: Ed25519 key pairs in PEM files (``gether keys new``).
+
+A replica signs its events with the private key
+(``gether.Document(replica_id, key=load_private_key(path))``); servers verify
+JWTs with a public key. Files are PKCS#8 and SubjectPublicKeyInfo PEM, so
+``openssl`` and other implementations read them too. This module is an edge
+(it touches the file system), like ``gether.runtime``; the checks on a key's
+bytes are the pure ``gether.core.keys``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
+
+from gether.core.keys import SigningKey, check_public_key, key_id_of
+from gether.errors import InvalidKeyError, UsageError
+
+PRIVATE_SUFFIX = ".key"
+PUBLIC_SUFFIX = ".pub"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFiles:
+    """Where ``new_key_pair`` wrote a pair, and the key id events will carry."""
+
+    private: Path
+    public: Path
+    key_id: str
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    # O_EXCL: never overwrite; the mode is set at creation, so the secret is
+    # never readable by others, not even between a create and a chmod
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError as exc:
+        raise UsageError(f"{path} exists; refusing to overwrite a key") from exc
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def new_key_pair(name: str, directory: str | Path = ".") -> KeyFiles:
+    """Create ``DIR/NAME.key`` (private, mode 0600) and ``DIR/NAME.pub``."""
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"a key name is 1 to 64 of A-Z a-z 0-9 _ . - (got {name!r})")
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    private_path = folder / (name + PRIVATE_SUFFIX)
+    public_path = folder / (name + PUBLIC_SUFFIX)
+    if public_path.exists():
+        raise UsageError(f"{public_path} exists; refusing to overwrite a key")
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key()
+    _write_new(
+        private_path,
+        private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+        0o600,
+    )
+    try:
+        _write_new(
+            public_path, public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo), 0o644
+        )
+    except BaseException:
+        private_path.unlink()  # no half pair left behind
+        raise
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return KeyFiles(private_path, public_path, key_id_of(raw).hex())
+
+
+def _read(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read key file {path}: {exc}") from exc
+
+
+def load_private_key(path: str | Path) -> SigningKey:
+    """The signing key in a PEM (PKCS#8) file, for ``Document(key=...)``."""
+    try:
+        private = load_pem_private_key(_read(path), password=None)
+    except (ValueError, TypeError) as exc:
+        raise InvalidKeyError(f"{path} is not an unencrypted PEM private key") from exc
+    if not isinstance(private, Ed25519PrivateKey):
+        raise InvalidKeyError(f"{path} is not an Ed25519 key")
+    key = SigningKey(private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
+    check_public_key(key.public_bytes)  # a generated key always passes; a crafted file might not
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    """The public key in a PEM file, refusing malformed and small-order points
+    (which ``cryptography`` itself accepts)."""
+    try:
+        public = load_pem_public_key(_read(path))
+    except (ValueError, TypeError) as exc:
+        raise InvalidKeyError(f"{path} is not a PEM public key") from exc
+    if not isinstance(public, Ed25519PublicKey):
+        raise InvalidKeyError(f"{path} is not an Ed25519 key")
+    return check_public_key(public.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+__all__ = ["KeyFiles", "SigningKey", "load_private_key", "load_public_key", "new_key_pair"]

@@ -1,0 +1,56 @@
+"""uvicorn's sans-I/O WebSocket protocol with two additions the ASGI scope
+lacks: the verified TLS client certificate (as ``getpeercert()`` gives it),
+and a message size limit the app can raise once the peer is authenticated.
+
+Without the second, uvicorn would buffer a whole message of ``ws_max_size``
+(16 MiB) from anyone before our hello check ever saw a byte of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+CERTIFICATE = "gether.peercert"
+"""Scope extension: ``{"peercert": dict | None}``."""
+FRAME_LIMIT = "gether.frame_limit"
+"""Scope extension: ``{"set": callable(max_bytes)}``, the WebSocket message limit now."""
+
+
+def websocket_protocol(before_hello: int) -> type[WebSocketsSansIOProtocol]:
+    """The protocol class for ``uvicorn.Config(ws=...)``: messages of at most
+    ``before_hello`` bytes until the app raises the limit."""
+
+    class GetherWebSocketProtocol(WebSocketsSansIOProtocol):
+        def handle_connect(self, event: Request) -> None:
+            super().handle_connect(event)
+            scope: dict[str, Any] | None = getattr(self, "scope", None)
+            if scope is None:  # the handshake was refused
+                return
+            ssl_object = self.transport.get_extra_info("ssl_object")
+            peercert = ssl_object.getpeercert() if ssl_object is not None else None
+            extensions = scope.setdefault("extensions", {})
+            extensions[CERTIFICATE] = {"peercert": peercert or None}
+            # the app task has not run yet: frames read from now on obey this
+            self.conn.max_message_size = before_hello
+            extensions[FRAME_LIMIT] = {"set": self._set_limit}
+
+        def _set_limit(self, max_bytes: int) -> None:
+            self.conn.max_message_size = max_bytes
+
+    return GetherWebSocketProtocol
+
+
+def frame_limit_setter(scope: MutableMapping[str, Any]) -> Callable[[int], None] | None:
+    """The limit's setter, when the app runs on ``websocket_protocol``."""
+    extension = scope.get("extensions", {}).get(FRAME_LIMIT)
+    return None if extension is None else extension["set"]
+
+
+def peercert(scope: MutableMapping[str, Any]) -> dict[str, Any] | None:
+    """The verified client certificate, when the app runs on ``websocket_protocol``."""
+    extension = scope.get("extensions", {}).get(CERTIFICATE)
+    return None if extension is None else extension["peercert"]
