@@ -319,24 +319,10 @@ class AccessGuard:
         cached = self._paths.get(container_id)
         if cached is not None:
             return cached
-        keys: list[str | None] = []
-        current = container_id
-        seen: set[ContainerId] = set()
-        placed = True
-        while current != ROOT:
-            if current in seen or len(seen) > 10_000:
-                return ()  # unreachable for valid states: judge it as the root
-            seen.add(current)
-            place = places.get(current)
-            if place is not None:
-                placed = False
-            else:
-                place = doc._state.parent_of(current)
-                if place is None:
-                    return ()
-            keys.append(place[1])
-            current = place[0]
-        path = tuple(reversed(keys))
+        found = doc._state.place_keys(container_id, places)
+        if found is None:
+            return ()  # unreachable for valid states: judge it as the root
+        path, placed = found
         if placed:
             self._paths[container_id] = path
         return path

@@ -11,7 +11,7 @@ on what else the receiver happens to hold.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gether.core.containers import (
@@ -505,6 +505,36 @@ class DocState:
         """Every value the register holds, the last writer's first (deletes left out)."""
         writes = sorted(register.writes, key=_order_key, reverse=True)
         return [self.resolve(w) for w in writes if w[3] is not DELETED]
+
+    def place_keys(
+        self,
+        container_id: ContainerId,
+        places: Mapping[ContainerId, tuple[ContainerId, str | None]],
+    ) -> tuple[tuple[str | None, ...], bool] | None:
+        """The keys from the root down to a container (None for a list item),
+        from where each container was created (``places``: containers an event
+        being judged creates, not in the state yet), and whether the state
+        alone placed it (then the answer never changes and may be cached).
+        None if it is not placed yet, or is linked inside itself (forged)."""
+        keys: list[str | None] = []
+        seen: set[ContainerId] = set()
+        current = container_id
+        placed = True
+        while current != ROOT:
+            if current in seen or len(seen) > 10_000:
+                return None
+            seen.add(current)
+            place = places.get(current)
+            if place is not None:
+                placed = False
+            else:
+                place = self.parent_of(current)
+                if place is None:
+                    return None
+            keys.append(place[1])
+            current = place[0]
+        keys.reverse()
+        return tuple(keys), placed
 
     def parent_of(self, container_id: ContainerId) -> tuple[ContainerId, str | None] | None:
         """Where a container was created: a named one where its name says

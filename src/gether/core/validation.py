@@ -271,25 +271,12 @@ def _node(doc: Document, container_id: ContainerId, places: Places) -> Node | No
     cached = guard._nodes.get(container_id, _UNKNOWN)
     if cached is not _UNKNOWN:
         return cast(Node | None, cached)
-    keys: list[str | None] = []
-    seen: set[ContainerId] = set()
-    current = container_id
-    placed = True  # by the state alone: then the answer can be remembered
-    while current != ROOT:
-        if current in seen or len(seen) > 10_000:
-            return None
-        seen.add(current)
-        place = places.get(current)
-        if place is not None:
-            placed = False
-        else:
-            place = doc._state.parent_of(current)
-            if place is None:
-                return None  # not placed yet
-        keys.append(place[1])
-        current = place[0]
+    found = doc._state.place_keys(container_id, places)
+    if found is None:
+        return None  # not placed yet, or linked inside itself
+    keys, placed = found
     node: Node | None = guard.schema.root
-    for key in reversed(keys):
+    for key in keys:
         node = node.child(key if key is not None else 0) if node is not None else None
     if placed:
         guard._nodes[container_id] = node
