@@ -172,7 +172,7 @@ class AccessGuard:
     the present policy, the policy events it holds, containers' paths, and
     policies at past versions."""
 
-    __slots__ = ("_current", "_granting", "_history", "_past", "_paths", "me")
+    __slots__ = ("_current", "_granting", "_history", "_past", "_paths", "_touched", "me")
 
     def __init__(self, key_id: bytes) -> None:
         self.me = key_id.hex()
@@ -181,6 +181,9 @@ class AccessGuard:
         self._past: dict[tuple[EventKey, ...], Policy | None] = {}
         self._paths: dict[ContainerId, Path] = {}
         self._granting = False
+        self._touched = False
+        """A local op of the open transaction wrote the policy (a rolled-back
+        one leaves it set: the next local event is then looked at, no harm)."""
 
     # -- the present ------------------------------------------------------------------
 
@@ -197,8 +200,12 @@ class AccessGuard:
         self._current = _STALE
         self._paths.clear()
 
-    def recorded(self, event: Event) -> None:
+    def recorded(self, event: Event, local: bool = False) -> None:
         """An event entered the log (local or received)."""
+        if local:  # only ``doc.access`` writes the policy here: no need to look
+            if not self._touched:
+                return
+            self._touched = False
         if touches_policy(event):
             self._current = _STALE
             if self._history is not None:
@@ -226,6 +233,7 @@ class AccessGuard:
             policy = self.current(doc)
             if policy is not None and policy.rank(self.me, ()) < ADMIN:
                 raise AccessDeniedError("/", "changing the access policy needs admin on /")
+            self._touched = True
             return
         policy = self.current(doc)
         if policy is None:

@@ -388,7 +388,7 @@ class Document:
                 self._rollback()
                 raise
         log.record(event, vector)
-        self._access.recorded(event)
+        self._access.recorded(event, local=True)
         if journal is not None:
             journal.written(self)
         if self._listeners:
