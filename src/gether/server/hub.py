@@ -107,7 +107,8 @@ class DocumentHub:
         """Document numbers of protocol v2, kept for the life of the hub (a
         document evicted and reloaded keeps its number)."""
         self._loading: dict[str, asyncio.Task[HostedDocument]] = {}
-        self._snapshots: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        """Store writes and snapshots under way, awaited by ``close``."""
         self.sessions: set[Subscriber] = set()
         """Mesh sessions: told of every document the hub opens."""
 
@@ -248,8 +249,8 @@ class DocumentHub:
         if not hosted.storing:
             hosted.storing = True
             task = asyncio.ensure_future(self._store_rounds(hosted))
-            self._snapshots.add(task)  # awaited at close like snapshots
-            task.add_done_callback(self._snapshots.discard)
+            self._background.add(task)  # awaited at close
+            task.add_done_callback(self._background.discard)
         await asyncio.shield(stored)
 
     async def _store_rounds(self, hosted: HostedDocument) -> None:
@@ -317,8 +318,8 @@ class DocumentHub:
 
     def _start_snapshot(self, doc_id: str) -> None:
         task = asyncio.create_task(self._snapshot(doc_id))
-        self._snapshots.add(task)
-        task.add_done_callback(self._snapshots.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _snapshot(self, doc_id: str) -> None:
         """A new snapshot made from the store, never from the live replica, so
@@ -339,9 +340,10 @@ class DocumentHub:
             log.warning("snapshot of %s failed: [%s] %s", doc_id, exc.code, exc)
 
     async def close(self) -> None:
-        """Wait for snapshots in progress (the store stays open: it is the caller's)."""
-        if self._snapshots:
-            await asyncio.gather(*self._snapshots, return_exceptions=True)
+        """Wait for the writes and snapshots in progress (the store stays open:
+        it is the caller's)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
 
 def _log_callback_error(exc: Exception) -> None:

@@ -347,34 +347,30 @@ class SyncConnection:
             return
         limits = self.limits
         fits = len(shared.events) <= limits.batch_events and shared.size <= limits.batch_bytes
-        if doc.live is shared.before and fits:
-            events = shared.events
-            if not events:
-                pass
-            elif self.protocol >= 2:
-                # hash-less parents are safe: the peer holds everything before the batch
-                assert doc.number is not None
-                number, lookup, compress = (
-                    doc.number,
-                    self._lookup(shared.doc_id),
-                    limits.compress_above,
-                )
-                self._out += shared.encoded(
-                    (2, number, compress),
-                    lambda: encode_events_frame(number, list(events), lookup, None, compress),
-                )
-                doc.sent.sent(events)
-                self.traffic.events_sent += len(events)
-            else:
-                number = doc.next_batch
-                doc.next_batch += 1
-                doc.outstanding.add(number)
-                self.traffic.events_sent += len(events)
-                encoding, packed = shared.packed(limits.compress_above)
-                self._out += frame(encode_packed_events(shared.doc_id, number, encoding, packed))
-        else:
+        if doc.live is not shared.before or not fits:
             self.push(shared.doc_id)  # everything the host holds, so all of shared.after
+        elif shared.events:
+            self._send_shared(doc, shared)
         doc.live = shared.after
+
+    def _send_shared(self, doc: _DocSync, shared: SharedBatch) -> None:
+        events, compress = shared.events, self.limits.compress_above
+        self.traffic.events_sent += len(events)
+        if self.protocol >= 2:
+            # hash-less parents are safe: the peer holds everything before the batch
+            number, lookup = doc.number, self._lookup(shared.doc_id)
+            assert number is not None
+            self._out += shared.once(
+                (2, number, compress),
+                lambda: encode_events_frame(number, list(events), lookup, None, compress),
+            )
+            doc.sent.sent(events)
+        else:
+            batch = doc.next_batch
+            doc.next_batch += 1
+            doc.outstanding.add(batch)
+            encoding, packed = shared.packed(compress)
+            self._out += frame(encode_packed_events(shared.doc_id, batch, encoding, packed))
 
     def acknowledge(self, received: ReceivedEvents) -> None:
         """The batch is applied and stored: tell the peer, with our version now."""

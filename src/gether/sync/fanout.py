@@ -6,10 +6,13 @@ version vectors (both were most of its time with hundreds of subscribers)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.sync.messages import Encoding, pack_events
+
+T = TypeVar("T")
 
 
 class SharedBatch:
@@ -20,7 +23,7 @@ class SharedBatch:
     very object, and takes this batch without working out what it lacks.
     """
 
-    __slots__ = ("_encoded", "_packed", "after", "before", "doc_id", "events", "size")
+    __slots__ = ("_made", "after", "before", "doc_id", "events", "size")
 
     def __init__(
         self, doc_id: str, before: Version, after: Version, events: Sequence[Event]
@@ -30,20 +33,16 @@ class SharedBatch:
         self.after = after
         self.events = tuple(events)
         self.size = sum(len(e.body) + 64 for e in self.events)
-        self._packed: tuple[int, Encoding, bytes] | None = None
-        self._encoded: dict[Hashable, bytes] = {}
+        self._made: dict[Hashable, Any] = {}
 
-    def encoded(self, key: Hashable, make: Callable[[], bytes]) -> bytes:
+    def once(self, key: Hashable, make: Callable[[], T]) -> T:
         """``make()``, once per ``key`` (a wire format and its parameters)."""
-        data = self._encoded.get(key)
-        if data is None:
-            data = self._encoded[key] = make()
-        return data
+        if key not in self._made:
+            self._made[key] = make()
+        made: T = self._made[key]
+        return made
 
     def packed(self, compress_above: int) -> tuple[Encoding, bytes]:
-        """The events packed as an ``Events`` message carries them, made once."""
-        cached = self._packed
-        if cached is None or cached[0] != compress_above:
-            pairs = [(e.body, e.signature) for e in self.events]
-            cached = self._packed = (compress_above, *pack_events(pairs, compress_above))
-        return cached[1], cached[2]
+        """The events packed as a v1 ``Events`` message carries them, made once."""
+        pairs = [(e.body, e.signature) for e in self.events]
+        return self.once((1, compress_above), lambda: pack_events(pairs, compress_above))
