@@ -26,6 +26,7 @@ from gether.sync.batch import BASE, decode_batch, encode_batch, encode_table
 from gether.sync.connection import encode_events_frame
 from gether.sync.framing import FrameReader, frame
 from gether.sync.messages import MAGIC, AckV2, Error, EventsV2, MessageKind, decode, encode
+from gether.sync.tracker import VersionTracker
 from gether.testing.histories import edit, history
 from gether.testing.sync import DocumentsHost, pump
 
@@ -308,7 +309,7 @@ def test_unknown_parent_is_answered_by_a_resend_with_hashes() -> None:
     for i in range(6):
         doc.text("t").insert(0, str(i))
     state = a._docs["d"]
-    state.peer_has = Version({doc.replica_id: 3})  # as if b held events it refused
+    state.peer_has = VersionTracker(Version({doc.replica_id: 3}))  # as if b held events it refused
     a.push("d")
     b.receive_data(a.data_to_send(), 0.0)
     assert b.events_received() == []  # unknown_parent, in that batch's place

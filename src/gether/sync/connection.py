@@ -22,7 +22,7 @@ out and the frames behind it are read) or ``deny(error)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -58,6 +58,7 @@ from gether.sync.messages import (
     encode,
     encode_packed_events,
 )
+from gether.sync.tracker import VersionTracker
 
 EventId = tuple[str, int]
 
@@ -147,11 +148,11 @@ class ReceivedEvents:
 class _DocSync:
     subscribed: bool = False
     peer_subscribed: bool = False
-    peer_has: Version = field(default_factory=Version)
+    peer_has: VersionTracker = field(default_factory=VersionTracker)
     """Events the peer holds or will hold (what it told us, and what we sent)."""
-    peer_told: Version = field(default_factory=Version)
+    peer_told: VersionTracker = field(default_factory=VersionTracker)
     """Events the peer told us it holds (its subscribe, its events, its acks)."""
-    peer_stored: Version = field(default_factory=Version)
+    peer_stored: VersionTracker = field(default_factory=VersionTracker)
     """What the peer acknowledged as stored."""
     live: Version | None = None
     """The end of the last shared batch the peer was sent or caught up to (by
@@ -172,15 +173,6 @@ class _DocSync:
     """Batches handed to the owner and not settled: their events resolve
     hash-less parents of later batches before the owner holds them."""
     recent: dict[EventId, Event] = field(default_factory=dict)
-
-
-def _with_ids(version: Version, events: Iterable[Event]) -> Version:
-    vector = version.to_dict()
-    for event in events:
-        replica, seq = event.id
-        if seq > vector.get(replica, 0):
-            vector[replica] = seq
-    return Version.unchecked(vector)  # ids of decoded events are valid
 
 
 class SyncConnection:
@@ -324,8 +316,8 @@ class SyncConnection:
         if self.closed or doc is None or not doc.peer_subscribed or not doc.subscribed:
             return
         if doc.live is not None:  # the fast path's knowledge, made explicit for the slow one
-            doc.peer_has = doc.peer_has.merged(doc.live)
-        events = self.host.events_since(doc_id, doc.peer_has)
+            doc.peer_has.merge(doc.live)
+        events = self.host.events_since(doc_id, doc.peer_has.version())
         batch: list[Event] = []
         size = 0
         for event in events:
@@ -424,8 +416,8 @@ class SyncConnection:
             and not doc.unacknowledged
             and not len(doc.sent)
             and not doc.receipts.waiting()
-            and doc.peer_told <= mine
-            and mine <= doc.peer_stored
+            and doc.peer_told.version() <= mine
+            and mine <= doc.peer_stored.version()
         )
 
     def tick(self, now: float) -> None:
@@ -582,9 +574,9 @@ class SyncConnection:
         """Both sides now sync ``doc_id``: send what the peer's version lacks."""
         doc.requested = None
         doc.peer_subscribed = True
-        doc.peer_has = doc.peer_has.merged(version)
-        doc.peer_told = doc.peer_told.merged(version)
-        doc.peer_stored = doc.peer_stored.merged(version)
+        doc.peer_has.merge(version)
+        doc.peer_told.merge(version)
+        doc.peer_stored.merge(version)
         if not doc.subscribed:
             self.subscribe(doc_id)
         self.push(doc_id)
@@ -598,18 +590,18 @@ class SyncConnection:
                 doc.number,
                 batch,
                 self._lookup(doc_id),
-                lambda event_id: event_id[1] <= peer_has.get(event_id[0], 0),
+                peer_has.includes,
                 self.limits.compress_above,
             )
             doc.sent.sent(batch)
-            doc.peer_has = _with_ids(doc.peer_has, batch)
+            doc.peer_has.add(batch)
             return
         number = doc.next_batch
         doc.next_batch += 1
         doc.outstanding.add(number)
         self.traffic.events_sent += len(batch)
         self._send(Events(doc_id, number, tuple((e.body, e.signature) for e in batch)))
-        doc.peer_has = _with_ids(doc.peer_has, batch)
+        doc.peer_has.add(batch)
 
     def _welcome(self, hello: Hello) -> None:
         chosen = self._negotiate(hello)
@@ -669,10 +661,10 @@ class SyncConnection:
                 events = tuple(decode_body(body, signature) for body, signature in raw)
                 doc.unacknowledged.add(batch)
                 self.traffic.events_received += len(events)
-                doc.peer_has = _with_ids(doc.peer_has, events)
-                doc.peer_told = _with_ids(doc.peer_told, events)
+                doc.peer_has.add(events)
+                doc.peer_told.add(events)
                 # the peer stores what it sends before sending it
-                doc.peer_stored = _with_ids(doc.peer_stored, events)
+                doc.peer_stored.add(events)
                 self._received.append(ReceivedEvents(doc_id, batch, events))
             case Ack(doc_id, batch, version):
                 acked = self._docs.get(doc_id)
@@ -680,16 +672,16 @@ class SyncConnection:
                     raise ProtocolViolationError(f"ack of unknown batch {batch} of {doc_id}")
                 doc = acked
                 doc.outstanding.discard(batch)
-                doc.peer_has = doc.peer_has.merged(version)
-                doc.peer_told = doc.peer_told.merged(version)
-                doc.peer_stored = doc.peer_stored.merged(version)
+                doc.peer_has.merge(version)
+                doc.peer_told.merge(version)
+                doc.peer_stored.merge(version)
             case EventsV2(number, records):
                 self._receive_v2(number, records)
             case AckV2(number, count):
                 doc_id, doc = self._by_number(number)
                 stored = doc.sent.acknowledged(count)
-                doc.peer_has = _with_ids(doc.peer_has, stored)
-                doc.peer_stored = _with_ids(doc.peer_stored, stored)
+                doc.peer_has.add(stored)
+                doc.peer_stored.add(stored)
             case Error(doc_id=doc_id):
                 if doc_id is None:
                     self.close_reason = message
@@ -732,9 +724,9 @@ class SyncConnection:
         doc.received[token] = events
         for event in events:
             recent[event.id] = event
-        doc.peer_has = _with_ids(doc.peer_has, events)
-        doc.peer_told = _with_ids(doc.peer_told, events)
-        doc.peer_stored = _with_ids(doc.peer_stored, events)
+        doc.peer_has.add(events)
+        doc.peer_told.add(events)
+        doc.peer_stored.add(events)
         self._received.append(ReceivedEvents(doc_id, token, events))
 
     def _refused(self, doc_id: str, error: Error) -> None:
