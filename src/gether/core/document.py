@@ -29,7 +29,7 @@ from gether.core.hlc import Clock, HybridClock
 from gether.core.ids import ROOT, ContainerId, EventId, EventKey, OpId, Version, check_replica_id
 from gether.core.keys import SigningKey
 from gether.core.listeners import ChangeCallback, ChangeListeners, raise_first
-from gether.core.oplog import EventLog, TipLog, Vector, check_first_key
+from gether.core.oplog import EventLog, Past, TipLog, check_first_key
 from gether.core.ops import (
     COUNTER_ADD,
     LIST_INSERT,
@@ -372,10 +372,8 @@ class Document:
             tuple(ops),
             end=self._counter,
         )
-        if own_parent:
-            vector = log.own_vector(me)
-        else:
-            vector = log.vector_for([p for p, _ in parents], me) if parents else {}
+        # nothing new seen: its past is the previous one's; else it saw all (heads)
+        vector = log.own_vector(me) if own_parent else log.vector_for([p for p, _ in parents], me)
         journal = self._journal
         if journal is not None:
             # every durable event is signed: after a crash, any of them may be
@@ -925,9 +923,9 @@ class Document:
         self._access.recorded(event)
         self._clock.observe(event.hlc)
 
-    def _vector_of(self, event: Event) -> Vector:
-        """The event's causal past on other replicas; checks that its author's
-        previous event is part of it."""
+    def _vector_of(self, event: Event) -> Past:
+        """The event's causal past; checks that its author's previous event is
+        part of it."""
         author, seq = event.id
         parents = [p for p, _ in event.parents]
         if len(parents) == 1 and parents[0][0] == author:
@@ -935,11 +933,10 @@ class Document:
             if parents[0][1] != seq - 1:
                 raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
             return self._log.vector_for(parents, author)
-        full = self._log.full_vector(parents)
-        if full.get(author, 0) != seq - 1:
+        past = self._log.past_of(parents)
+        if past.get(author) != seq - 1:
             raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
-        full.pop(author, None)
-        return full
+        return past
 
     def _listen(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener`` after every recorded event; returns the unsubscriber."""
@@ -1045,7 +1042,7 @@ class Document:
             if event.id[1] == 1 and author != self._replica:
                 log.bind_key(author, event.key_id, check_first_key(log, event))
             parents = [p for p, _ in event.parents]
-            log.record(event, log.vector_for(parents, author) if parents else {})
+            log.record(event, log.vector_for(parents, author))
             self._clock.observe(event.hlc)
 
     def fork(self, replica_id: str | None = None, key: SigningKey | None = None) -> Self:

@@ -13,8 +13,8 @@ its author is trusted and names it by its hash.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -30,15 +30,62 @@ from gether.errors import (
     SignatureError,
 )
 
-Vector = dict[str, int]
-_EMPTY: Vector = {}
+Vector = Mapping[str, int]
+_EMPTY: dict[str, int] = {}
+
+
+def _at(past: Past) -> int:
+    return past.at
+
+
+class Past(Mapping[str, int]):
+    """An event's causal past as a version vector: per replica, how many of
+    its events are in it. Kept as "the first ``at`` events the log applied,
+    except ``exceptions``" (replica -> count), because a new event has seen
+    nearly all that was applied before it: what it had not seen is the few
+    events concurrent with it, so both making a past and keeping it cost
+    those few, not one entry per replica (with hundreds of writers, merging
+    full vectors per event was most of a server's time, and their memory)."""
+
+    __slots__ = ("_log", "at", "exceptions")
+
+    def __init__(self, log: EventLog, at: int, exceptions: dict[str, int]) -> None:
+        self._log = log
+        self.at = at
+        self.exceptions = exceptions
+
+    def get(self, replica: str, default: int = 0) -> int:  # type: ignore[override]
+        found = self.exceptions.get(replica)
+        if found is None:
+            found = self._log.count_before(replica, self.at)
+        return found or default
+
+    def __getitem__(self, replica: str) -> int:
+        found = self.get(replica)
+        if not found:
+            raise KeyError(replica)
+        return found
+
+    def to_dict(self) -> dict[str, int]:
+        return {r: seq for r in self._log.chains if (seq := self.get(r))}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    def __repr__(self) -> str:
+        return f"Past({self.to_dict()!r})"
 
 
 class EventLog:
     __slots__ = (
         "_checked",
         "_keys",
-        "_vectors",
+        "_order",
+        "_pasts",
+        "_positions",
         "accept_unsigned",
         "chains",
         "heads",
@@ -54,11 +101,13 @@ class EventLog:
         self.chains: dict[str, list[Event]] = {}
         self.heads: dict[EventKey, bytes] = {}
         self.max_lamport = 0
-        # per replica: the causal past of each event on other replicas, shared
-        # between consecutive events that saw nothing new.
-        # per replica: the seqs at which its causal vector changed, and the
-        # vectors; consecutive events that saw nothing new share one entry
-        self._vectors: dict[str, tuple[list[int], list[Vector]]] = {}
+        # per replica: the seqs at which its events' causal past changed, and
+        # those pasts (consecutive events that saw nothing new share one)
+        self._pasts: dict[str, tuple[list[int], list[Past]]] = {}
+        # the order events were applied in: each one's replica, and per
+        # replica the positions of its events in that order (a Past's terms)
+        self._order: list[str] = []
+        self._positions: dict[str, list[int]] = {}
         self._keys: dict[str, tuple[bytes, Ed25519PublicKey | None]] = {}
         self.staged: dict[EventKey, Event] = {}
         self.trusted: set[EventKey] = set()
@@ -104,35 +153,108 @@ class EventLog:
 
     # -- causality -------------------------------------------------------------
 
-    def full_vector(self, parents: Iterable[EventKey]) -> Vector:
+    def full_vector(self, parents: Sequence[EventKey]) -> dict[str, int]:
         """For each replica, the highest seq in the causal past of ``parents``."""
-        merged: Vector = {}
+        return self.past_of(parents).to_dict()
+
+    def past_of(self, parents: Sequence[EventKey]) -> Past:
+        """The causal past of ``parents`` (themselves included), for an event
+        about to be applied with them as its parents.
+
+        It costs what changed, not one step per replica: the parent whose own
+        past was taken last is exact for every replica nothing was applied of
+        since, so only those replicas (and its exceptions, and the parents')
+        are worked out."""
+        n = len(self._order)
+        if not parents:
+            return Past(self, 0, _EMPTY)
+        heads = self.heads
+        if len(parents) == len(heads) and all(p in heads for p in parents):
+            return Past(self, n, _EMPTY)  # it saw everything
+        # the parent whose past was taken last ("latest"): for a replica it
+        # has no exception on, no other parent's past holds more (a past holds
+        # at most the prefix it was taken at), so only the parents themselves
+        # can add to it; only its exceptions need every parent asked
+        own: dict[str, int] = {}
+        pasts: list[Past] = []
+        latest: Past | None = None
         for replica, seq in parents:
-            for other, other_seq in self._vector_at(replica, seq).items():
-                if other_seq > merged.get(other, 0):
-                    merged[other] = other_seq
-            if seq > merged.get(replica, 0):
-                merged[replica] = seq
-        return merged
+            if seq > own.get(replica, 0):
+                own[replica] = seq
+            past = self._past_at(replica, seq)
+            pasts.append(past)
+            if latest is None or past.at > latest.at:
+                latest = past
+        assert latest is not None
+        at, missed = latest.at, latest.exceptions
+        chains = self.chains
+        changed: Iterable[str]
+        if n - at > 2 * len(chains):
+            changed = chains
+        else:
+            changed = set(self._order[at:n])
+            changed.update(own)
+        exceptions: dict[str, int] = {}
+        for replica in changed:
+            if replica in missed:
+                continue
+            value = max(self.count_before(replica, at), own.get(replica, 0))
+            if value != len(chains[replica]):
+                exceptions[replica] = value
+        if missed:
+            # the same argument, parent by parent from the latest: the first
+            # past with no exception on a replica bounds all that come after
+            ordered = sorted({id(p): p for p in pasts}.values(), key=_at, reverse=True)
+            for replica in missed:
+                value = own.get(replica, 0)
+                for past in ordered:
+                    seen = past.exceptions.get(replica)
+                    if seen is None:
+                        seen = self.count_before(replica, past.at)
+                        if seen > value:
+                            value = seen
+                        break
+                    if seen > value:
+                        value = seen
+                if value != len(chains[replica]):
+                    exceptions[replica] = value
+        return Past(self, n, exceptions or _EMPTY)
 
-    def own_vector(self, replica: str) -> Vector:
-        """The vector of ``replica``'s newest event (its next one, if it saw nothing new)."""
-        return self._vectors[replica][1][-1]
+    def own_vector(self, replica: str) -> Past:
+        """The past of ``replica``'s newest event (its next one's, if it saw nothing new)."""
+        return self._pasts[replica][1][-1]
 
-    def _vector_at(self, replica: str, seq: int) -> Vector:
-        seqs, vectors = self._vectors[replica]
+    def _past_at(self, replica: str, seq: int) -> Past:
+        seqs, pasts = self._pasts[replica]
         if seqs[-1] <= seq:
-            return vectors[-1]
-        return vectors[bisect_right(seqs, seq) - 1]
+            return pasts[-1]
+        return pasts[bisect_right(seqs, seq) - 1]
 
-    def vector_for(self, parents: list[EventKey], author: str) -> Vector:
-        """The causal past, on replicas other than ``author``, of an event with
-        these parents (shared with the parent when nothing new was seen)."""
+    def vector_for(self, parents: list[EventKey], author: str) -> Past:
+        """The causal past of an event with these parents (shared with the
+        parent when nothing new was seen)."""
         if len(parents) == 1 and parents[0][0] == author:
-            return self._vector_at(author, parents[0][1])
-        merged = self.full_vector(parents)
-        merged.pop(author, None)
-        return merged or _EMPTY
+            return self._past_at(author, parents[0][1])
+        return self.past_of(parents)
+
+    def _past_from(self, vector: Vector) -> Past:
+        """A plain vector as a past taken now (exceptions never exceed the
+        prefix they are taken at: ``past_of`` relies on it)."""
+        exceptions = {}
+        for replica, chain in self.chains.items():
+            seq = vector.get(replica, 0)
+            if seq != len(chain):
+                exceptions[replica] = seq
+        return Past(self, len(self._order), exceptions)
+
+    def count_before(self, replica: str, at: int) -> int:
+        """How many events of ``replica`` were among the first ``at`` applied."""
+        positions = self._positions.get(replica)
+        if not positions:
+            return 0
+        if positions[-1] < at:
+            return len(positions)
+        return bisect_left(positions, at)
 
     def counter_in_past(self, vector: Vector, replica: str, counter: int) -> bool:
         """Is the element ``(replica, counter)`` made by an event of ``vector``?"""
@@ -144,17 +266,23 @@ class EventLog:
     # -- recording -----------------------------------------------------------
 
     def record(self, event: Event, vector: Vector) -> None:
-        """Add an applied event (checked by the caller)."""
+        """Add an applied event (checked by the caller); ``vector`` is its
+        causal past, as ``vector_for`` gave it just before."""
+        if type(vector) is not Past:
+            vector = self._past_from(vector)
         replica = event.id[0]
         chain = self.chains.get(replica)
         if chain is None:
             chain = self.chains[replica] = []
-            self._vectors[replica] = ([], [])
+            self._pasts[replica] = ([], [])
+            self._positions[replica] = []
         chain.append(event)
-        seqs, vectors = self._vectors[replica]
-        if not vectors or vectors[-1] is not vector:
+        self._positions[replica].append(len(self._order))
+        self._order.append(replica)
+        seqs, pasts = self._pasts[replica]
+        if not pasts or pasts[-1] is not vector:
             seqs.append(event.id[1])
-            vectors.append(vector)
+            pasts.append(vector)
         heads = self.heads
         for parent, _ in event.parents:
             heads.pop(parent, None)
