@@ -133,7 +133,7 @@ class Proxy:
         return self._doc._container(self._id, self._kind)
 
     def to_json(self) -> Any:
-        return self._doc._state.to_json(self._state())
+        return self._doc._reveal_json(self._doc._state.to_json(self._state()))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.to_json()!r})"
@@ -276,7 +276,7 @@ class MapProxy(Proxy, MutableMapping[str, Any]):
         value = self._doc._state.map_value(state, key)
         if value is DELETED:
             raise KeyError(key)
-        return wrap(self._doc, value)
+        return self._doc._reveal(self._id, key, value)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._doc._map_set(self._id, key, value)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gether.core.schema.policies import KIND_WORDS, POLICY_OF_KIND
 from gether.core.schema.tree import Node, Schema
+from gether.core.sealed import is_sealed
 from gether.errors import SchemaRejectedError, SchemaViolationError
 
 if TYPE_CHECKING:
@@ -147,6 +148,8 @@ def _check_value(
     rule that applies there (the whole subschema, for a scalar)."""
     if False in rules:
         return Violation(path, "nothing may be written here (its schema is false)", "false")
+    if type(value) is bytes or (isinstance(node, Node) and node.encrypted):
+        return _sealed_problem(node, value, path)
     kind = kind_name(value)
     if isinstance(node, Node):
         problem = _kind_problem(node, kind)
@@ -159,6 +162,18 @@ def _check_value(
             error = rule.first_error(value)
             if error is not None:
                 return Violation.of(error, path)
+    return None
+
+
+def _sealed_problem(node: Node | bool | None, value: object, path: Path) -> Violation | None:
+    """An encrypted field takes a well-formed sealed value, and nothing else
+    does. Its plaintext was checked by its writer, who held the key; no one
+    else can (see ``core/sealed.py``)."""
+    encrypted = isinstance(node, Node) and node.encrypted
+    if encrypted and not is_sealed(value):
+        return Violation(path, "an x-encrypt field holds an encrypted value only", "x-encrypt")
+    if not encrypted:
+        return Violation(path, "only an x-encrypt field holds an encrypted value", "x-encrypt")
     return None
 
 
