@@ -6,6 +6,11 @@ JWTs with a public key. Files are PKCS#8 and SubjectPublicKeyInfo PEM, so
 ``openssl`` and other implementations read them too. This module is an edge
 (it touches the file system), like ``gether.runtime``; the checks on a key's
 bytes are the pure ``gether.core.keys``.
+
+Document keys (``new_document_key``) are the other kind: a 32-byte AES-256-GCM
+secret that seals a document's ``x-encrypt`` fields (``core/sealed.py``),
+shared out of band with the replicas that may read them, as a key file
+(mode 0600) that ``load_document_key`` reads.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from gether.core.keys import SigningKey, check_public_key, key_id_of
+from gether.core.sealed import (
+    KEY_SIZE,
+    DocumentKey,
+    decode_document_key,
+    encode_document_key,
+)
 from gether.errors import InvalidKeyError, UsageError
 
 PRIVATE_SUFFIX = ".key"
@@ -119,4 +130,27 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return check_public_key(public.public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
-__all__ = ["KeyFiles", "SigningKey", "load_private_key", "load_public_key", "new_key_pair"]
+def new_document_key(doc_id: str, path: str | Path | None = None) -> DocumentKey:
+    """A fresh random key for the encrypted fields of ``doc_id``; written to
+    ``path`` (mode 0600, never over an existing file) when one is given."""
+    key = DocumentKey(doc_id, os.urandom(KEY_SIZE))
+    if path is not None:
+        _write_new(Path(path), encode_document_key(key), 0o600)
+    return key
+
+
+def load_document_key(path: str | Path) -> DocumentKey:
+    """The document key in a key file made by ``new_document_key``."""
+    return decode_document_key(_read(path))
+
+
+__all__ = [
+    "DocumentKey",
+    "KeyFiles",
+    "SigningKey",
+    "load_document_key",
+    "load_private_key",
+    "load_public_key",
+    "new_document_key",
+    "new_key_pair",
+]

@@ -488,7 +488,9 @@ def _op_value(value: Any) -> Any:
     return value
 
 
-def _plaintext(parent: Node, child: Node, key: str | int, value: Any, path: Path) -> Violation | None:
+def _plaintext(
+    parent: Node, child: Node, key: str | int, value: Any, path: Path
+) -> Violation | None:
     """The plain value of an encrypted field, checked whole against its
     subschema by its writer: the only replica that can read it."""
     reason = parent.key_error(key) if isinstance(key, str) else None
