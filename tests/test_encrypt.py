@@ -3,6 +3,7 @@ key, readable only where the key is held, stored and relayed blind by the server
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -395,6 +396,12 @@ async def test_the_server_stores_and_relays_only_ciphertext(tmp_path: Path) -> N
     assert PUBLIC.encode() in files  # the control: the grep finds what is there
     assert SECRET.encode() not in files
     assert b"4242" not in stored
+    # the CLI reads the server's store without the key: markers, by key id
+    shown = CliRunner().invoke(main, ["inspect", url, "notes", "--json"])
+    assert shown.exit_code == 0, shown.output
+    state = json.loads(shown.stdout)["state"]
+    assert state["ssn"] == {"$encrypted": KEY.key_id.hex()}
+    assert state["name"] == PUBLIC and SECRET not in shown.stdout
 
 
 # -- convergence --------------------------------------------------------------------------
