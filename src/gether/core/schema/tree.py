@@ -3,7 +3,8 @@
 ``Schema(source)`` checks the source against the Draft 2020-12 metaschema and
 against what Gether needs of it: every ``x-merge`` names a known policy that
 fits its field's type, every ``$ref`` is a local JSON pointer, no policy hides
-where a document path cannot find it (inside ``anyOf`` and the like). Then
+where a document path cannot find it (inside ``anyOf`` and the like), and
+``x-encrypt`` is a boolean on an object property whose policy is ``lww``. Then
 ``schema.root`` is the node of the document's root map, and ``node.child(key)``
 walks down as a document path does: a map key through ``properties``,
 ``patternProperties`` and ``additionalProperties``, a list index through
