@@ -124,6 +124,18 @@ def test_every_write_draws_a_fresh_nonce_from_the_injected_source() -> None:
     assert doc["ssn"] == SECRET
 
 
+def test_concurrent_writes_last_writer_wins_and_conflicts_read_plain() -> None:
+    alice, bob = alice_bob()
+    alice["ssn"] = "A-1"
+    bob["ssn"] = "B-2"
+    sync(alice, bob)
+    assert alice["ssn"] == bob["ssn"] in ("A-1", "B-2")
+    assert sorted(alice.conflicts("ssn")) == ["A-1", "B-2"]
+    carol = gether.Document("carol")
+    carol.merge(alice)
+    assert all(isinstance(v, gether.Encrypted) for v in carol.conflicts("ssn"))
+
+
 def test_the_writer_checks_the_plain_value_against_the_schema() -> None:
     alice, _ = alice_bob()
     alice["pin"] = 1234

@@ -677,7 +677,10 @@ class Document:
             raise proxies.path_error(parts, "does not name a map key or list element")
         if register is None:
             return []
-        return [self._state._json_of(v) for v in self._state.concurrent_values(register)]
+        values = self._state.concurrent_values(register)
+        if any(type(v) is bytes for v in values):  # an encrypted field: as it reads
+            return [self._reveal(parent.container_id, str(last), v) for v in values]
+        return [self._state._json_of(v) for v in values]
 
     # -- sets -----------------------------------------------------------------------
 
