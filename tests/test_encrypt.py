@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,12 @@ from gether.core.document import Document as CoreDocument
 from gether.core.ids import ROOT
 from gether.core.keys import SigningKey
 from gether.core.sealed import NONCE_SIZE, KeyRing
-from gether.keys import load_document_key, new_document_key
+from gether.keys import (
+    load_document_key,
+    new_document_key,
+    unwrap_document_key,
+    wrap_document_key,
+)
 from gether.server.serve import start_server
 from gether.store import open_blocking_store
 from gether.testing.network import SimulatedNetwork
@@ -197,6 +203,22 @@ def test_key_files_and_the_cli(tmp_path: Path) -> None:
     reader = gether.Document("r", keys=load_document_key(tmp_path / "cli.key"))
     reader.merge(writer)
     assert reader["ssn"] == SECRET
+
+
+def test_a_key_wrapped_for_a_recipient_opens_only_with_its_private_key() -> None:
+    bob_private = X25519PrivateKey.generate()
+    wrapped = wrap_document_key(KEY, bob_private.public_key())
+    assert KEY.secret not in wrapped
+    assert unwrap_document_key(wrapped, bob_private) == KEY
+    assert wrap_document_key(KEY, bob_private.public_key()) != wrapped  # ephemeral each time
+    with pytest.raises(gether.DecryptionError):
+        unwrap_document_key(wrapped, X25519PrivateKey.generate())
+    altered = bytearray(wrapped)
+    altered[-1] ^= 1
+    with pytest.raises(gether.DecryptionError):
+        unwrap_document_key(bytes(altered), bob_private)
+    with pytest.raises(gether.EncryptionKeyError):
+        unwrap_document_key(b"nonsense", bob_private)
 
 
 # -- replicas without the key, wrong keys, hostile events -------------------------------
