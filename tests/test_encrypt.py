@@ -312,6 +312,24 @@ def test_tampered_ciphertext_fails_typed() -> None:
     assert isinstance(keyless["ssn"], gether.Encrypted)
 
 
+def test_a_key_holder_sealing_no_json_is_a_typed_error_for_its_readers() -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from gether.core.sealed import _associated
+
+    alice, bob = alice_bob()
+    alice["name"] = "Ann"
+    sync(alice, bob)
+    for i, plaintext in enumerate([b"\xff not utf-8", b"NaN", b"[" * 5000, b"{"]):
+        header = b"\x01" + KEY.key_id + bytes(11) + bytes([i])
+        nonce = header[-12:]
+        body = AESGCM(KEY.secret).encrypt(nonce, plaintext, _associated(header, KEY, ROOT, "ssn"))
+        forged = _forge(f"keyholder{i}", bob, "ssn", header + body)
+        bob.apply_events([e.to_bytes() for e in forged.events_since(bob.version)])
+        with pytest.raises(gether.DecryptionError, match="no plain JSON"):
+            bob.get("ssn")
+
+
 def test_a_ciphertext_moved_to_another_field_or_document_does_not_open() -> None:
     alice, bob = alice_bob()
     alice["ssn"] = SECRET

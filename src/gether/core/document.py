@@ -180,11 +180,9 @@ class Document:
         ``Encrypted`` markers)?"""
         return self._keyring is None or not len(self._keyring)
 
-    def _reveal(self, container_id: ContainerId, key: str, value: Any) -> Any:
-        """A map value as read: an encrypted one opened with the keys held, or
-        an ``Encrypted`` marker without them; anything else as it is."""
-        if type(value) is not bytes:
-            return self._wrap(value)
+    def _reveal(self, container_id: ContainerId, key: str, value: bytes) -> Any:
+        """An encrypted map value as read: opened with the keys held, or an
+        ``Encrypted`` marker without them."""
         marker = Encrypted(value, container_id, key)
         return self._keyring.open(marker) if self._keyring else marker
 
@@ -677,10 +675,12 @@ class Document:
             raise proxies.path_error(parts, "does not name a map key or list element")
         if register is None:
             return []
-        values = self._state.concurrent_values(register)
-        if any(type(v) is bytes for v in values):  # an encrypted field: as it reads
-            return [self._reveal(parent.container_id, str(last), v) for v in values]
-        return [self._state._json_of(v) for v in values]
+        return [
+            self._reveal(parent.container_id, str(last), v)
+            if type(v) is bytes  # an encrypted field: as it reads
+            else self._state._json_of(v)
+            for v in self._state.concurrent_values(register)
+        ]
 
     # -- sets -----------------------------------------------------------------------
 
@@ -1138,7 +1138,9 @@ class Document:
         value = self._state.map_value(root, key)
         if value is DELETED:
             raise KeyError(key)
-        return self._reveal(ROOT, key, value)
+        if type(value) is bytes:
+            return self._reveal(ROOT, key, value)
+        return self._wrap(value)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._map_set(ROOT, key, value)

@@ -276,7 +276,9 @@ class MapProxy(Proxy, MutableMapping[str, Any]):
         value = self._doc._state.map_value(state, key)
         if value is DELETED:
             raise KeyError(key)
-        return self._doc._reveal(self._id, key, value)
+        if type(value) is bytes:  # an encrypted field (core/sealed.py)
+            return self._doc._reveal(self._id, key, value)
+        return wrap(self._doc, value)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._doc._map_set(self._id, key, value)

@@ -163,7 +163,10 @@ class KeyRing:
                 f"{marker.key!r} does not open: altered, moved from another field, "
                 "or sealed for another document"
             ) from None
-        return json.loads(plaintext)
+        try:
+            return plain_json(json.loads(plaintext, parse_constant=_no_constant))
+        except (ValueError, RecursionError) as exc:  # sealed by a key holder, not by us
+            raise DecryptionError(f"{marker.key!r} opens, but holds no plain JSON value") from exc
 
     def reveal(self, value: Any) -> Any:
         """``value`` (plain JSON) with every ``Encrypted`` in it opened."""
@@ -174,6 +177,10 @@ class KeyRing:
         if type(value) is list:
             return [self.reveal(v) for v in value]
         return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _associated(header: bytes, key: DocumentKey, container: ContainerId, field: str) -> bytes:
