@@ -164,7 +164,7 @@ class KeyRing:
                 "or sealed for another document"
             ) from None
         try:
-            return plain_json(json.loads(plaintext, parse_constant=_no_constant))
+            return plain_json(_DECODER.decode(plaintext.decode()))
         except (ValueError, RecursionError) as exc:  # sealed by a key holder, not by us
             raise DecryptionError(f"{marker.key!r} opens, but holds no plain JSON value") from exc
 
@@ -181,6 +181,10 @@ class KeyRing:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant)
+"""Strict JSON (no NaN or infinities), made once: a decoder per read costs."""
 
 
 def _associated(header: bytes, key: DocumentKey, container: ContainerId, field: str) -> bytes:
