@@ -106,6 +106,20 @@ def test_round_trip_through_every_read_and_a_save() -> None:
     assert SECRET.encode() not in alice.save()
 
 
+def test_a_durable_replica_keeps_only_ciphertext_in_its_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/replica.db"
+    with gether.Document.open(url, "notes", schema=SCHEMA, keys=KEY) as doc:
+        doc["ssn"] = SECRET
+        doc["name"] = PUBLIC
+    gether.Document.refresh_snapshot(url, "notes")
+    files = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert PUBLIC.encode() in files and SECRET.encode() not in files
+    with gether.Document.open(url, "notes", schema=SCHEMA, keys=KEY) as doc:
+        assert doc["ssn"] == SECRET
+    with gether.Document.open(url, "notes", read_only=True) as doc:
+        assert isinstance(doc["ssn"], gether.Encrypted)
+
+
 def test_every_write_draws_a_fresh_nonce_from_the_injected_source() -> None:
     drawn: list[int] = []
 

@@ -107,6 +107,7 @@ class Document(_CoreDocument):
         read_only: bool = False,
         progress: Progress | None = None,
         schema: SchemaLike | None = None,
+        keys: DocumentKey | Iterable[DocumentKey] = (),
     ) -> Self:
         """A replica of ``doc_id`` kept in the store at ``url`` (``sqlite:///notes.db``,
         ``postgresql://...``, ``memory://name``).
@@ -120,7 +121,7 @@ class Document(_CoreDocument):
         ``read_only`` opens a view for inspection that writes nothing, not even
         an identity; ``progress(done, total)`` is called as events are replayed.
         ``schema`` validates what happens from now on (the stored events were
-        checked when they were stored).
+        checked when they were stored); ``keys`` open its encrypted fields.
         """
         if (replica_id is None) != (key is None):
             raise UsageError("pass both replica_id and key, or neither")
@@ -132,6 +133,7 @@ class Document(_CoreDocument):
                     store, doc_id, new_replica_id(), new_signing_key(), clock, progress, compiled
                 )
                 doc._read_only = True
+                _unlock(doc, keys)
                 return doc
             if replica_id is None or key is None:
                 fresh = Identity(new_replica_id(), new_seed())
@@ -143,6 +145,7 @@ class Document(_CoreDocument):
                 cls.refresh_snapshot(url, doc_id)
 
             doc._journal = StoreJournal(store, doc_id, snapshots or SnapshotPolicy(), snapshot)
+            _unlock(doc, keys)
         except BaseException:
             store.close()
             raise
