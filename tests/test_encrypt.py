@@ -317,9 +317,14 @@ def test_tampered_ciphertext_fails_typed() -> None:
     flipped = bytearray(sealed)
     flipped[-1] ^= 1
     mallory = _forge("mallory", alice, "ssn", bytes(flipped))
+    seen: list[Any] = []
+    bob.on_change("ssn", seen.append)  # a listener does not make the apply fail
     bob.apply_events([e.to_bytes() for e in mallory.events_since(bob.version)])
     with pytest.raises(gether.DecryptionError, match="does not open"):
         bob.get("ssn")
+    ((change,),) = seen
+    assert change.before == SECRET
+    assert isinstance(change.after, gether.Encrypted)
     keyless = gether.Document("keyless", schema=SCHEMA)
     keyless.merge(bob)
     assert keyless.version == bob.version

@@ -142,6 +142,7 @@ class Document:
         self._guard: SchemaGuard | None = None
         self._access = AccessGuard(key.key_id)
         self._keyring: KeyRing | None = None
+        self._strict_reads = True
         self._set_policies(policies, merges)
         if schema is not None:
             if policies is not None:
@@ -184,10 +185,20 @@ class Document:
         """An encrypted map value as read: opened with the keys held, or an
         ``Encrypted`` marker without them."""
         marker = Encrypted(value, container_id, key)
-        return self._keyring.open(marker) if self._keyring else marker
+        return self._keyring.read(marker, self._strict_reads) if self._keyring else marker
 
     def _reveal_json(self, value: Any) -> Any:
-        return self._keyring.reveal(value) if self._keyring else value
+        return self._keyring.reveal(value, self._strict_reads) if self._keyring else value
+
+    def _lenient_get(self, where: PathLike) -> Any:
+        """``get`` for change listeners: a value that does not open (a writer's
+        fault, already applied) reads as its ``Encrypted`` marker rather than
+        failing the ``apply_events`` that brought it."""
+        self._strict_reads = False
+        try:
+            return self.get(where, MISSING)
+        finally:
+            self._strict_reads = True
 
     @property
     def access(self) -> Access:
@@ -1038,7 +1049,7 @@ class Document:
             raise UsageError("on_change takes a callable: callback(changes)")
         changes = self._changes
         if changes is None:
-            changes = self._changes = ChangeListeners(lambda where: self.get(where, MISSING))
+            changes = self._changes = ChangeListeners(self._lenient_get)
         if self._unlisten_changes is None:
             self._unlisten_changes = self._listen(lambda _events, _local: changes.notify())
         remove = changes.add(parts, callback)

@@ -168,14 +168,24 @@ class KeyRing:
         except (ValueError, RecursionError) as exc:  # sealed by a key holder, not by us
             raise DecryptionError(f"{marker.key!r} opens, but holds no plain JSON value") from exc
 
-    def reveal(self, value: Any) -> Any:
-        """``value`` (plain JSON) with every ``Encrypted`` in it opened."""
+    def read(self, marker: Encrypted, strict: bool) -> Any:
+        """``open``, or (not ``strict``) the marker itself where it fails."""
+        if strict:
+            return self.open(marker)
+        try:
+            return self.open(marker)
+        except DecryptionError:
+            return marker
+
+    def reveal(self, value: Any, strict: bool = True) -> Any:
+        """``value`` (plain JSON) with every ``Encrypted`` in it opened (or,
+        not ``strict``, left as it is where it does not open)."""
         if type(value) is Encrypted:
-            return self.open(value)
+            return self.read(value, strict)
         if type(value) is dict:
-            return {k: self.reveal(v) for k, v in value.items()}
+            return {k: self.reveal(v, strict) for k, v in value.items()}
         if type(value) is list:
-            return [self.reveal(v) for v in value]
+            return [self.reveal(v, strict) for v in value]
         return value
 
 
