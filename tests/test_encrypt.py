@@ -176,6 +176,32 @@ def test_the_writer_checks_the_plain_value_against_the_schema() -> None:
     assert alice.event_count == 1
 
 
+def test_constraints_that_look_into_an_object_see_its_encrypted_fields_as_opaque() -> None:
+    schema = {
+        "type": "object",
+        "not": {"required": ["forbidden"]},  # a deep constraint on the root
+        "properties": {
+            "ssn": {"type": "string", "x-encrypt": True},
+            "box": {
+                "type": "object",
+                "anyOf": [{"required": ["n"]}, {"maxProperties": 0}],
+                "properties": {"n": {"x-encrypt": True}},
+            },
+        },
+    }
+    alice = gether.Document("alice", schema=schema, keys=KEY)
+    alice["ssn"] = SECRET
+    alice["box"] = {"n": 1}
+    alice["box"]["n"] = 2
+    with pytest.raises(gether.SchemaViolationError):
+        alice["forbidden"] = 1  # the deep constraint still holds for what it can read
+    carol = gether.Document("carol", schema=schema)
+    carol.merge(alice)  # the same verdicts without the key
+    assert carol.version == alice.version
+    assert alice.validate() == carol.validate() == []
+    assert alice.to_json() == {"ssn": SECRET, "box": {"n": 2}}
+
+
 @pytest.mark.parametrize(
     ("field", "why"),
     [

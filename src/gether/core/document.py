@@ -191,9 +191,9 @@ class Document:
         return self._keyring.reveal(value, self._strict_reads) if self._keyring else value
 
     def _lenient_get(self, where: PathLike) -> Any:
-        """``get`` for change listeners: a value that does not open (a writer's
-        fault, already applied) reads as its ``Encrypted`` marker rather than
-        failing the ``apply_events`` that brought it."""
+        """``get`` for change listeners and ``validate``: a value that does not
+        open (a writer's fault, already applied) reads as its ``Encrypted``
+        marker rather than failing the ``apply_events`` that brought it."""
         self._strict_reads = False
         try:
             return self.get(where, MISSING)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gether.core.schema.policies import KIND_WORDS, POLICY_OF_KIND
 from gether.core.schema.tree import Node, Schema
-from gether.core.sealed import is_sealed
+from gether.core.sealed import Encrypted, is_sealed
 from gether.errors import SchemaRejectedError, SchemaViolationError
 
 if TYPE_CHECKING:
@@ -210,15 +210,23 @@ def check_state(node: Node | None, before: Any, after: Any, path: Path) -> Viola
     constraints on its state, or worsen one it had?"""
     if node is None or not node.checks_state:
         return None
-    errors = node.state_errors(after)
+    errors = _readable(node.state_errors(after))
     if not errors:
         return None
-    tolerated = {} if before is ABSENT else {_key(e): e for e in node.state_errors(before)}
+    tolerated = (
+        {} if before is ABSENT else {_key(e): e for e in _readable(node.state_errors(before))}
+    )
     for error in errors:
         old = tolerated.get(_key(error))
         if old is None or _worse(error, old):
             return Violation.of(error, path)
     return None
+
+
+def _readable(errors: list[ValidationError]) -> list[ValidationError]:
+    """Errors about values every replica can read: an encrypted field's value
+    is an opaque ``Encrypted`` in the state (its writer checked it)."""
+    return [e for e in errors if type(e.instance) is not Encrypted]
 
 
 def _key(error: ValidationError) -> tuple[object, ...]:
@@ -246,7 +254,7 @@ def _worse(now: ValidationError, then: ValidationError) -> bool:
 
 def violations(schema: Schema, value: Any) -> list[Violation]:
     """Every way a document's JSON ``value`` breaks ``schema``, in a stable order."""
-    found = [Violation.of(error, ()) for error in schema.errors(value)]
+    found = [Violation.of(error, ()) for error in _readable(list(schema.errors(value)))]
     return sorted(found, key=lambda v: (tuple(map(str, v.path)), v.keyword, v.reason))
 
 
