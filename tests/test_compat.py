@@ -38,3 +38,19 @@ def test_event_format_1_decodes_and_applies() -> None:
     doc = gether.Document(replica_id="reader")
     doc.apply_events(data)
     assert doc.to_json() == expected
+
+
+def test_encrypted_fields_format_1_opens() -> None:
+    """Sealed values (core/sealed.py) and document key files, version 1."""
+    from gether.keys import load_document_key
+
+    sample = json.loads((HERE / "encrypted-v1.json").read_text(encoding="utf-8"))
+    key = load_document_key(HERE / "document-key-v1.json")
+    assert key.doc_id == "compat" and key.secret == bytes(range(32))
+    data = [bytes.fromhex(e) for e in sample["events"]]
+    reader = gether.Document("reader", schema=sample["schema"], keys=key)
+    reader.apply_events(data)
+    assert reader.to_json() == sample["expected"]
+    blind = gether.Document("blind", schema=sample["schema"])
+    blind.apply_events(data)
+    assert all(isinstance(v, gether.Encrypted) for v in blind.to_json().values())

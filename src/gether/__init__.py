@@ -24,6 +24,7 @@ from gether.core.proxies import (
     TextProxy,
 )
 from gether.core.schema import Schema
+from gether.core.sealed import DocumentKey, Encrypted
 from gether.document import Document
 from gether.errors import (
     AccessDeniedError,
@@ -32,6 +33,8 @@ from gether.errors import (
     ConnectionFailedError,
     CorruptStoreError,
     DecodeError,
+    DecryptionError,
+    EncryptionKeyError,
     EquivocationError,
     GetherError,
     GoingAwayError,
@@ -101,7 +104,11 @@ __all__ = [
     "Counter",
     "CounterProxy",
     "DecodeError",
+    "DecryptionError",
     "Document",
+    "DocumentKey",
+    "Encrypted",
+    "EncryptionKeyError",
     "EquivocationError",
     "Event",
     "EventId",

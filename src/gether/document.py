@@ -4,7 +4,8 @@ replicas opened on a store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from typing import Any, Self, TypeVar
 
@@ -14,6 +15,7 @@ from gether.core.hlc import Clock
 from gether.core.keys import SigningKey
 from gether.core.policy import MergeFunction
 from gether.core.schema import Schema
+from gether.core.sealed import DocumentKey, NonceSource
 from gether.errors import CorruptStoreError, GetherError, UsageError
 from gether.merges import registered
 from gether.models import is_model, model_view, schema_of
@@ -38,15 +40,19 @@ class Document(_CoreDocument):
         clock: Clock | None = wall_clock,
         schema: SchemaLike | None = None,
         signed: bool = True,
+        keys: DocumentKey | Iterable[DocumentKey] = (),
     ) -> None:
         """``schema``: a JSON Schema (with ``x-merge`` policies) or a dataclass
         that every edit and received event is validated against. ``signed=False``:
         no per-event signatures, for a document a server hosts unsigned
-        (``gether serve --unsigned``); see docs/architecture.md."""
+        (``gether serve --unsigned``); see docs/architecture.md. ``keys``: the
+        document keys of its ``x-encrypt`` fields (``gether.keys.new_document_key``),
+        as ``unlock`` takes them."""
         replica_id, key = self._identity(replica_id, key)
         super().__init__(
             replica_id, key, clock, merges=registered, schema=_schema(schema), signed=signed
         )
+        _unlock(self, keys)
 
     @staticmethod
     def _default_clock() -> Clock | None:
@@ -55,6 +61,10 @@ class Document(_CoreDocument):
     @staticmethod
     def _default_merges() -> Mapping[str, MergeFunction]:
         return registered
+
+    @staticmethod
+    def _default_nonces() -> NonceSource | None:
+        return os.urandom
 
     @classmethod
     def load(
@@ -66,8 +76,11 @@ class Document(_CoreDocument):
         *,
         schema: SchemaLike | None = None,
         signed: bool = True,
+        keys: DocumentKey | Iterable[DocumentKey] = (),
     ) -> Self:
-        return super().load(data, replica_id, key, clock, schema=_schema(schema), signed=signed)
+        doc = super().load(data, replica_id, key, clock, schema=_schema(schema), signed=signed)
+        _unlock(doc, keys)
+        return doc
 
     def model(self, cls: type[M]) -> M:
         """A live, typed view of this document as the dataclass ``cls``:
@@ -94,6 +107,7 @@ class Document(_CoreDocument):
         read_only: bool = False,
         progress: Progress | None = None,
         schema: SchemaLike | None = None,
+        keys: DocumentKey | Iterable[DocumentKey] = (),
     ) -> Self:
         """A replica of ``doc_id`` kept in the store at ``url`` (``sqlite:///notes.db``,
         ``postgresql://...``, ``memory://name``).
@@ -107,7 +121,7 @@ class Document(_CoreDocument):
         ``read_only`` opens a view for inspection that writes nothing, not even
         an identity; ``progress(done, total)`` is called as events are replayed.
         ``schema`` validates what happens from now on (the stored events were
-        checked when they were stored).
+        checked when they were stored); ``keys`` open its encrypted fields.
         """
         if (replica_id is None) != (key is None):
             raise UsageError("pass both replica_id and key, or neither")
@@ -119,6 +133,7 @@ class Document(_CoreDocument):
                     store, doc_id, new_replica_id(), new_signing_key(), clock, progress, compiled
                 )
                 doc._read_only = True
+                _unlock(doc, keys)
                 return doc
             if replica_id is None or key is None:
                 fresh = Identity(new_replica_id(), new_seed())
@@ -130,6 +145,7 @@ class Document(_CoreDocument):
                 cls.refresh_snapshot(url, doc_id)
 
             doc._journal = StoreJournal(store, doc_id, snapshots or SnapshotPolicy(), snapshot)
+            _unlock(doc, keys)
         except BaseException:
             store.close()
             raise
@@ -205,6 +221,12 @@ def _schema(schema: SchemaLike | None) -> Schema | None:
     if isinstance(schema, Mapping):
         return Schema(schema)
     raise UsageError(f"a schema is a JSON Schema dict or a dataclass, not {schema!r}")
+
+
+def _unlock(doc: _CoreDocument, keys: DocumentKey | Iterable[DocumentKey]) -> None:
+    keys = (keys,) if isinstance(keys, DocumentKey) else tuple(keys)
+    if keys:
+        doc.unlock(*keys)
 
 
 def _check_links(doc: _CoreDocument, events: list[Event]) -> None:

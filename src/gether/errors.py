@@ -12,7 +12,8 @@
     │   ├── SchemaError              a schema that is not valid, or not usable by Gether
     │   ├── SchemaViolationError     a local edit the document's schema does not allow
     │   ├── AccessDeniedError        a local edit the document's access policy does not allow
-    │   └── IncompleteHistoryError   events given to a store without their causes
+    │   ├── IncompleteHistoryError   events given to a store without their causes
+    │   └── EncryptionKeyError       no document key to write an encrypted field, or a bad key
     ├── RemoteError                  input from elsewhere that is malformed or forged
     │   ├── DecodeError              bytes that are not a valid encoding
     │   │   └── UnsupportedVersionError   a magic or format version we do not read
@@ -35,7 +36,8 @@
     ├── GoingAwayError               the server is shutting down; reconnect later
     ├── ConnectionFailedError        a server or peer could not be reached (or was lost)
     │   └── TLSError                 the TLS handshake failed (untrusted or missing certificate)
-    └── RejectedEventsError          a batch in which some events were rejected
+    ├── RejectedEventsError          a batch in which some events were rejected
+    └── DecryptionError              an encrypted value the keys held do not open
 
 Each class carries a ``code`` that never changes once released, so that it can
 travel on the wire and be matched by other implementations.
@@ -147,6 +149,13 @@ class IncompleteHistoryError(UsageError):
     """Events appended to a store whose parents are neither stored nor appended with them."""
 
     code = "incomplete_history"
+
+
+class EncryptionKeyError(UsageError):
+    """An encrypted field written without a document key, or key material that
+    is not a document key (wrong size, malformed key file)."""
+
+    code = "encryption_key"
 
 
 class RemoteError(GetherError):
@@ -324,11 +333,21 @@ class RejectedEventsError(GetherError):
         super().__init__(summary)
 
 
+class DecryptionError(GetherError):
+    """An encrypted value that does not open with the keys this replica holds:
+    sealed under a key it lacks, altered, or moved from another field or
+    document. Reading it fails; nothing changes."""
+
+    code = "decryption_failed"
+
+
 __all__ = [
     "AccessDeniedError",
     "AccessRejectedError",
     "AuthenticationError",
     "DecodeError",
+    "DecryptionError",
+    "EncryptionKeyError",
     "EquivocationError",
     "GetherError",
     "GoingAwayError",

@@ -6,6 +6,12 @@ JWTs with a public key. Files are PKCS#8 and SubjectPublicKeyInfo PEM, so
 ``openssl`` and other implementations read them too. This module is an edge
 (it touches the file system), like ``gether.runtime``; the checks on a key's
 bytes are the pure ``gether.core.keys``.
+
+Document keys (``new_document_key``) are the other kind: a 32-byte AES-256-GCM
+secret that seals a document's ``x-encrypt`` fields (``core/sealed.py``),
+shared out of band with the replicas that may read them, as a key file
+(mode 0600) that ``load_document_key`` reads, or wrapped for one recipient's
+X25519 public key (``wrap_document_key``), so that it can travel in the open.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -29,7 +40,13 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from gether.core.keys import SigningKey, check_public_key, key_id_of
-from gether.errors import InvalidKeyError, UsageError
+from gether.core.sealed import (
+    KEY_SIZE,
+    DocumentKey,
+    decode_document_key,
+    encode_document_key,
+)
+from gether.errors import DecryptionError, EncryptionKeyError, InvalidKeyError, UsageError
 
 PRIVATE_SUFFIX = ".key"
 PUBLIC_SUFFIX = ".pub"
@@ -119,4 +136,66 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return check_public_key(public.public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
-__all__ = ["KeyFiles", "SigningKey", "load_private_key", "load_public_key", "new_key_pair"]
+def new_document_key(doc_id: str, path: str | Path | None = None) -> DocumentKey:
+    """A fresh random key for the encrypted fields of ``doc_id``; written to
+    ``path`` (mode 0600, never over an existing file) when one is given."""
+    key = DocumentKey(doc_id, os.urandom(KEY_SIZE))
+    if path is not None:
+        _write_new(Path(path), encode_document_key(key), 0o600)
+    return key
+
+
+def load_document_key(path: str | Path) -> DocumentKey:
+    """The document key in a key file made by ``new_document_key``."""
+    return decode_document_key(_read(path))
+
+
+WRAP_MAGIC = b"GTk\x01"
+_WRAP_HEADER = len(WRAP_MAGIC) + 32 + 12
+
+
+def wrap_document_key(key: DocumentKey, recipient: X25519PublicKey) -> bytes:
+    """``key`` sealed for the holder of ``recipient``'s private key alone
+    (ECIES: an ephemeral X25519 key, HKDF-SHA256, AES-256-GCM)."""
+    ephemeral = X25519PrivateKey.generate()
+    sender = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    nonce = os.urandom(12)
+    header = WRAP_MAGIC + sender + nonce
+    wrapping = _wrapping_key(ephemeral.exchange(recipient), sender, recipient)
+    return header + wrapping.encrypt(nonce, encode_document_key(key), header)
+
+
+def unwrap_document_key(data: bytes, private: X25519PrivateKey) -> DocumentKey:
+    """The document key ``wrap_document_key`` sealed for ``private``'s public key;
+    ``DecryptionError`` if it was sealed for another key or altered."""
+    if len(data) <= _WRAP_HEADER or not data.startswith(WRAP_MAGIC):
+        raise EncryptionKeyError("not a wrapped gether document key")
+    sender = data[len(WRAP_MAGIC) : len(WRAP_MAGIC) + 32]
+    nonce = data[len(WRAP_MAGIC) + 32 : _WRAP_HEADER]
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(sender))
+        wrapping = _wrapping_key(shared, sender, private.public_key())
+        plain = wrapping.decrypt(nonce, data[_WRAP_HEADER:], data[:_WRAP_HEADER])
+    except (InvalidTag, ValueError) as exc:
+        raise DecryptionError("the document key was wrapped for another key, or altered") from exc
+    return decode_document_key(plain)
+
+
+def _wrapping_key(shared: bytes, sender: bytes, recipient: X25519PublicKey) -> AESGCM:
+    receiver = recipient.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    info = b"gether document key wrap" + sender + receiver
+    return AESGCM(HKDF(SHA256(), 32, salt=None, info=info).derive(shared))
+
+
+__all__ = [
+    "DocumentKey",
+    "KeyFiles",
+    "SigningKey",
+    "load_document_key",
+    "load_private_key",
+    "load_public_key",
+    "new_document_key",
+    "new_key_pair",
+    "unwrap_document_key",
+    "wrap_document_key",
+]

@@ -117,14 +117,23 @@ def show_log(console: Console, url: str, doc_id: str, limit: int | None) -> None
     console.print(table)
 
 
+def _opaque(value: object) -> object:
+    """An encrypted field, which the CLI (holding no key) shows by its key id."""
+    if isinstance(value, gether.Encrypted):
+        return {"$encrypted": value.key_id.hex()}
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def show_state(
     console: Console, doc: gether.Document, *, as_json: bool, extra: dict[str, Any]
 ) -> None:
     state = doc.to_json()
     if as_json:
-        click.echo(json.dumps({"state": state, **extra}, ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps({"state": state, **extra}, ensure_ascii=False, indent=2, default=_opaque)
+        )
         return
-    console.print_json(json.dumps(state, ensure_ascii=False))
+    console.print_json(json.dumps(state, ensure_ascii=False, default=_opaque))
     for key, value in extra.items():
         console.print(f"[bold]{key}[/]: {value}")
 

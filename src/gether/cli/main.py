@@ -97,7 +97,8 @@ def schema(target: str) -> None:
 
 @main.group()
 def keys() -> None:
-    """Ed25519 identities: a replica signs its events with one."""
+    """Ed25519 identities (a replica signs its events with one) and document
+    keys (they seal x-encrypt fields)."""
 
 
 @keys.command("new")
@@ -117,6 +118,22 @@ def keys_new(name: str, directory: str) -> None:
         made = new_key_pair(name, directory)
         click.echo(made.key_id)
         click.echo(f"private key: {made.private}\npublic key:  {made.public}", err=True)
+
+    _guarded(create)
+
+
+@keys.command("document")
+@click.argument("doc_id")
+@click.argument("path", type=click.Path(dir_okay=False))
+def keys_document(doc_id: str, path: str) -> None:
+    """Create PATH (mode 0600): a key for the x-encrypt fields of DOC_ID, to
+    share with the replicas that may read them; print its key id."""
+    from gether.keys import new_document_key
+
+    def create() -> None:
+        made = new_document_key(doc_id, path)
+        click.echo(made.key_id.hex())
+        click.echo(f"document key for {doc_id!r}: {path}", err=True)
 
     _guarded(create)
 

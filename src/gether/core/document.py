@@ -51,6 +51,7 @@ from gether.core.policy import (
     custom_name,
     derived_name,
 )
+from gether.core.sealed import DocumentKey, Encrypted, KeyRing, NonceSource
 from gether.core.snapshot import SavedDocument, decode_document, encode_document, encode_saved
 from gether.core.state import DocState, OpContext
 from gether.core.values import (
@@ -66,6 +67,7 @@ from gether.core.values import (
 )
 from gether.errors import (
     DecodeError,
+    EncryptionKeyError,
     GetherError,
     HashMismatchError,
     InvalidEventError,
@@ -139,6 +141,8 @@ class Document:
         self._txn_hlc = 0
         self._guard: SchemaGuard | None = None
         self._access = AccessGuard(key.key_id)
+        self._keyring: KeyRing | None = None
+        self._strict_reads = True
         self._set_policies(policies, merges)
         if schema is not None:
             if policies is not None:
@@ -156,6 +160,45 @@ class Document:
         merges = self._merges or self._default_merges()
         self._set_policies(compiled.root, merges)
         self._guard = SchemaGuard(compiled)
+
+    def unlock(self, *keys: DocumentKey, nonces: NonceSource | None = None) -> None:
+        """Hold document keys: encrypted fields then read as their plain values,
+        and ``x-encrypt`` fields are written sealed under the key given last.
+        ``nonces(n)`` gives fresh random bytes (``gether.Document``: os.urandom).
+        See ``core/sealed.py``."""
+        ring = self._keyring
+        if ring is None:
+            ring = KeyRing(nonces if nonces is not None else self._default_nonces())
+        elif nonces is not None:
+            ring.nonces = nonces
+        for key in keys:
+            ring.add(key)
+        self._keyring = ring
+
+    @property
+    def locked(self) -> bool:
+        """Does this replica hold no document key (encrypted fields read as
+        ``Encrypted`` markers)?"""
+        return self._keyring is None or not len(self._keyring)
+
+    def _reveal(self, container_id: ContainerId, key: str, value: bytes) -> Any:
+        """An encrypted map value as read: opened with the keys held, or an
+        ``Encrypted`` marker without them."""
+        marker = Encrypted(value, container_id, key)
+        return self._keyring.read(marker, self._strict_reads) if self._keyring else marker
+
+    def _reveal_json(self, value: Any) -> Any:
+        return self._keyring.reveal(value, self._strict_reads) if self._keyring else value
+
+    def _lenient_get(self, where: PathLike) -> Any:
+        """``get`` for change listeners and ``validate``: a value that does not
+        open (a writer's fault, already applied) reads as its ``Encrypted``
+        marker rather than failing the ``apply_events`` that brought it."""
+        self._strict_reads = False
+        try:
+            return self.get(where, MISSING)
+        finally:
+            self._strict_reads = True
 
     @property
     def access(self) -> Access:
@@ -538,6 +581,13 @@ class Document:
             if kind is not None:
                 self._write_field(container, key, kind, value)
                 return
+            if self._sealed_at(container_id, key):
+                if self._keyring is None:
+                    raise EncryptionKeyError(f"{key!r} is an encrypted field: unlock() first")
+                sealed = self._keyring.seal(container_id, key, proxies.plain(value))
+                with self.transaction():
+                    self._map_write(container, key, sealed)
+                return
         op_value, nested = proxies.check_value(value)
         with self.transaction():
             op_id = self._map_write(container, key, op_value)
@@ -600,6 +650,11 @@ class Document:
         child = node.child(key) if node is not None else None
         return child.policy if child is not None else LWW
 
+    def _sealed_at(self, container_id: ContainerId, key: str) -> bool:
+        node = self._node_of(container_id)
+        child = node.child(key) if node is not None else None
+        return bool(getattr(child, "encrypted", False))
+
     def _merge_for(self, container_id: ContainerId, key: str) -> MergeFunction | None:
         name = custom_name(self._policy_at(container_id, key))
         return self._merges.get(name) if name is not None else None
@@ -629,7 +684,12 @@ class Document:
             raise proxies.path_error(parts, "does not name a map key or list element")
         if register is None:
             return []
-        return [self._state._json_of(v) for v in self._state.concurrent_values(register)]
+        return [
+            self._reveal(parent.container_id, str(last), v)
+            if type(v) is bytes  # an encrypted field: as it reads
+            else self._state._json_of(v)
+            for v in self._state.concurrent_values(register)
+        ]
 
     # -- sets -----------------------------------------------------------------------
 
@@ -744,7 +804,7 @@ class Document:
     # -- reading ------------------------------------------------------------------
 
     def to_json(self) -> Any:
-        return self._state.to_json()
+        return self._reveal_json(self._state.to_json())
 
     def _wrap(self, value: Any) -> Any:
         return proxies.wrap(self, value)
@@ -986,7 +1046,7 @@ class Document:
             raise UsageError("on_change takes a callable: callback(changes)")
         changes = self._changes
         if changes is None:
-            changes = self._changes = ChangeListeners(lambda where: self.get(where, MISSING))
+            changes = self._changes = ChangeListeners(self._lenient_get)
         if self._unlisten_changes is None:
             self._unlisten_changes = self._listen(lambda _events, _local: changes.notify())
         remove = changes.add(parts, callback)
@@ -1024,6 +1084,7 @@ class Document:
         doc._set_policies(self._policies, self._merges)
         if self._guard is not None:
             doc._use_schema(self._guard.schema)
+        doc._keyring = self._keyring
         return doc
 
     @classmethod
@@ -1064,6 +1125,10 @@ class Document:
         return None
 
     @staticmethod
+    def _default_nonces() -> NonceSource | None:
+        return None  # the core draws no randomness: gether.Document gives os.urandom
+
+    @staticmethod
     def _default_merges() -> Mapping[str, MergeFunction]:
         """The custom merges a schema may name, when none were given."""
         return {}
@@ -1081,6 +1146,8 @@ class Document:
         value = self._state.map_value(root, key)
         if value is DELETED:
             raise KeyError(key)
+        if type(value) is bytes:
+            return self._reveal(ROOT, key, value)
         return self._wrap(value)
 
     def __setitem__(self, key: str, value: Any) -> None:

@@ -133,7 +133,7 @@ class Proxy:
         return self._doc._container(self._id, self._kind)
 
     def to_json(self) -> Any:
-        return self._doc._state.to_json(self._state())
+        return self._doc._reveal_json(self._doc._state.to_json(self._state()))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.to_json()!r})"
@@ -276,6 +276,8 @@ class MapProxy(Proxy, MutableMapping[str, Any]):
         value = self._doc._state.map_value(state, key)
         if value is DELETED:
             raise KeyError(key)
+        if type(value) is bytes:  # an encrypted field (core/sealed.py)
+            return self._doc._reveal(self._id, key, value)
         return wrap(self._doc, value)
 
     def __setitem__(self, key: str, value: Any) -> None:

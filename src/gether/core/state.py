@@ -43,6 +43,7 @@ from gether.core.ops import (
     op_length,
 )
 from gether.core.policy import named_place
+from gether.core.sealed import Encrypted, is_sealed
 from gether.core.values import (
     INT_MAX,
     INT_MIN,
@@ -318,7 +319,11 @@ class DocState:
             raise _bad(f"op {kind} does not apply to a {container_kind.name.lower()}")
         if kind == MAP_SET:
             check_key(op[2])
-            self._check_value(op[3], ctx, counter)
+            if type(op[3]) is bytes:  # an encrypted field's value (core/sealed.py)
+                if not is_sealed(op[3]):
+                    raise _bad("malformed encrypted value")
+            else:
+                self._check_value(op[3], ctx, counter)
             _check_pred(op[4])
         elif kind == MAP_DELETE:
             check_key(op[2])
@@ -456,7 +461,9 @@ class DocState:
             out: dict[str, Any] = {}
             for key in sorted(container.entries):
                 value = self.map_value(container, key)
-                if value is not DELETED:
+                if type(value) is bytes:
+                    out[key] = Encrypted(value, container.id, key)
+                elif value is not DELETED:
                     out[key] = self._json_of(value)
             return out
         if isinstance(container, ListState):

@@ -49,6 +49,7 @@ from gether.core.schema import (
     check_state,
     violations,
 )
+from gether.core.sealed import plain_json
 from gether.core.state import DocState
 from gether.core.values import Kind, NamedRef, NewContainer, Scalar
 
@@ -186,6 +187,8 @@ class SchemaGuard:
         if isinstance(value, Proxy):
             value = value.to_json()
         child = parent.child(key)
+        if child is not None and child.encrypted:
+            return _plaintext(parent, child, key, value, path)  # the document seals it
         if child is not None and child.container_kind is not None:
             return _policy_value(child, value, path)  # the document converts it
         op_value = _op_value(value)
@@ -253,7 +256,7 @@ class SchemaGuard:
     # -- the whole document ------------------------------------------------------------
 
     def violations(self, doc: Document) -> list[Violation]:
-        value = doc.to_json()
+        value = doc._lenient_get(())  # a sealed value that does not open: its marker
         value.pop(ACCESS_NAME, None)  # the access policy: not the schema's business
         return violations(self.schema, value)
 
@@ -483,6 +486,18 @@ def _op_value(value: Any) -> Any:
     if isinstance(value, Set):
         return NewContainer(value.kind)
     return value
+
+
+def _plaintext(
+    parent: Node, child: Node, key: str | int, value: Any, path: Path
+) -> Violation | None:
+    """The plain value of an encrypted field, checked whole against its
+    subschema by its writer: the only replica that can read it."""
+    reason = parent.key_error(key) if isinstance(key, str) else None
+    if reason is not None:
+        return Violation(path, reason, "additionalProperties")
+    error = child.first_error(plain_json(value))
+    return Violation.of(error, path) if error is not None else None
 
 
 def _policy_value(node: Node, value: Any, path: Path) -> Violation | None:

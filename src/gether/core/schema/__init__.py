@@ -1,5 +1,7 @@
 """Document schemas: JSON Schema (Draft 2020-12) with an ``x-merge`` policy per
-field, compiled into a tree of nodes, and the pure checks that validate edits.
+field (and ``x-encrypt`` on fields sealed under a document key, see
+``core/sealed.py``), compiled into a tree of nodes, and the pure checks that
+validate edits.
 
 ``tree``      Schema (checked, compiled), Node (policy, child(key), constraints)
 ``policies``  the x-merge names and the field types each fits

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gether.core.schema.policies import KIND_WORDS, POLICY_OF_KIND
 from gether.core.schema.tree import Node, Schema
+from gether.core.sealed import Encrypted, is_sealed
 from gether.errors import SchemaRejectedError, SchemaViolationError
 
 if TYPE_CHECKING:
@@ -147,6 +148,8 @@ def _check_value(
     rule that applies there (the whole subschema, for a scalar)."""
     if False in rules:
         return Violation(path, "nothing may be written here (its schema is false)", "false")
+    if type(value) is bytes or (isinstance(node, Node) and node.encrypted):
+        return _sealed_problem(node, value, path)
     kind = kind_name(value)
     if isinstance(node, Node):
         problem = _kind_problem(node, kind)
@@ -159,6 +162,18 @@ def _check_value(
             error = rule.first_error(value)
             if error is not None:
                 return Violation.of(error, path)
+    return None
+
+
+def _sealed_problem(node: Node | bool | None, value: object, path: Path) -> Violation | None:
+    """An encrypted field takes a well-formed sealed value, and nothing else
+    does. Its plaintext was checked by its writer, who held the key; no one
+    else can (see ``core/sealed.py``)."""
+    encrypted = isinstance(node, Node) and node.encrypted
+    if encrypted and not is_sealed(value):
+        return Violation(path, "an x-encrypt field holds an encrypted value only", "x-encrypt")
+    if not encrypted:
+        return Violation(path, "only an x-encrypt field holds an encrypted value", "x-encrypt")
     return None
 
 
@@ -195,15 +210,23 @@ def check_state(node: Node | None, before: Any, after: Any, path: Path) -> Viola
     constraints on its state, or worsen one it had?"""
     if node is None or not node.checks_state:
         return None
-    errors = node.state_errors(after)
+    errors = _readable(node.state_errors(after))
     if not errors:
         return None
-    tolerated = {} if before is ABSENT else {_key(e): e for e in node.state_errors(before)}
+    tolerated = (
+        {} if before is ABSENT else {_key(e): e for e in _readable(node.state_errors(before))}
+    )
     for error in errors:
         old = tolerated.get(_key(error))
         if old is None or _worse(error, old):
             return Violation.of(error, path)
     return None
+
+
+def _readable(errors: list[ValidationError]) -> list[ValidationError]:
+    """Errors about values every replica can read: an encrypted field's value
+    is an opaque ``Encrypted`` in the state (its writer checked it)."""
+    return [e for e in errors if type(e.instance) is not Encrypted]
 
 
 def _key(error: ValidationError) -> tuple[object, ...]:
@@ -231,7 +254,7 @@ def _worse(now: ValidationError, then: ValidationError) -> bool:
 
 def violations(schema: Schema, value: Any) -> list[Violation]:
     """Every way a document's JSON ``value`` breaks ``schema``, in a stable order."""
-    found = [Violation.of(error, ()) for error in schema.errors(value)]
+    found = [Violation.of(error, ()) for error in _readable(list(schema.errors(value)))]
     return sorted(found, key=lambda v: (tuple(map(str, v.path)), v.keyword, v.reason))
 
 

@@ -3,7 +3,8 @@
 ``Schema(source)`` checks the source against the Draft 2020-12 metaschema and
 against what Gether needs of it: every ``x-merge`` names a known policy that
 fits its field's type, every ``$ref`` is a local JSON pointer, no policy hides
-where a document path cannot find it (inside ``anyOf`` and the like). Then
+where a document path cannot find it (inside ``anyOf`` and the like), and
+``x-encrypt`` is a boolean on an object property whose policy is ``lww``. Then
 ``schema.root`` is the node of the document's root map, and ``node.child(key)``
 walks down as a document path does: a map key through ``properties``,
 ``patternProperties`` and ``additionalProperties``, a list index through
@@ -210,6 +211,7 @@ class Node:
         "_state",
         "deep",
         "default",
+        "encrypted",
         "pointer",
         "policy",
         "required",
@@ -230,6 +232,8 @@ class Node:
         policy = next((m["x-merge"] for m in members if "x-merge" in m), LWW)
         self.policy: str = policy
         """The merge policy of the field (``"lww"`` when the schema names none)."""
+        self.encrypted: bool = any(m.get("x-encrypt") is True for m in members)
+        """Whether the field is ``x-encrypt``: it holds one sealed plain value."""
         self.types = _types_of(members)
         """The JSON types the field may hold, or ``None`` if the schema does not say."""
         self.required = frozenset(k for m in members for k in m.get("required", ()))
@@ -385,11 +389,18 @@ class _Walker:
                     "not inside allOf, anyOf, oneOf, not, if/then/else or the like",
                     pointer,
                 )
+        if "x-encrypt" in subschema:
+            _check_encrypt(subschema["x-encrypt"], pointer, navigable)
         if navigable:
             self._check_node(pointer)
         for keyword, child, child_pointer in _subschemas(subschema, pointer):
             if keyword in _DEFS:
                 self.walk(child, child_pointer, navigable=True)
+            elif keyword in ("items", "prefixItems") and _encrypts(child):
+                raise SchemaError(
+                    "x-encrypt is only supported on object properties, not list items",
+                    child_pointer,
+                )
             elif keyword in _NAV_MAPS or keyword in _NAV_ONE or keyword in _NAV_LISTS:
                 self.walk(child, child_pointer, navigable)
             else:
@@ -402,6 +413,13 @@ class _Walker:
         if pointer == "" and node.policy != LWW:
             raise SchemaError("the root is a map: it takes no x-merge policy", pointer)
         check_fits(node.policy, node.types, pointer)
+        if node.encrypted and node.policy != LWW:
+            raise SchemaError(
+                f"an x-encrypt field holds one sealed value (last writer wins): it cannot "
+                f"be merged as x-merge {node.policy!r} (a text, counter or set cannot be "
+                "encrypted)",
+                pointer,
+            )
         if node.policy in SET_POLICIES:
             if node.item_rule() is None:
                 raise SchemaError("a set has no positions: no prefixItems", pointer)
@@ -410,6 +428,24 @@ class _Walker:
                 raise SchemaError(f"a set ({node.policy}) holds scalars only", item.pointer)
             if item is not None and item.policy != LWW:
                 raise SchemaError("the items of a set take no x-merge policy", item.pointer)
+
+
+def _check_encrypt(flag: object, pointer: str, navigable: bool) -> None:
+    if not isinstance(flag, bool):
+        raise SchemaError(f"x-encrypt must be true or false, got {flag!r}", pointer)
+    if flag and not navigable:
+        raise SchemaError(
+            "x-encrypt is only supported where a document path leads (properties, "
+            "patternProperties, additionalProperties, $defs), not inside allOf, anyOf, "
+            "oneOf, not, if/then/else or the like",
+            pointer,
+        )
+    if flag and pointer == "":
+        raise SchemaError("the root is a map: it cannot be encrypted", pointer)
+
+
+def _encrypts(subschema: object) -> bool:
+    return isinstance(subschema, dict) and subschema.get("x-encrypt") is True
 
 
 def ref_pointer(ref: object, where: str) -> str:
