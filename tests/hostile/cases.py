@@ -12,9 +12,7 @@ introduced and subscribed to the document, made from a ``Scene``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-
-import msgpack
+from dataclasses import dataclass
 
 import gether
 from gether.core.event import Event
@@ -75,7 +73,6 @@ class Case:
     targets: frozenset[str] = frozenset({"server", "peer"})
     transports: frozenset[str] = frozenset({"tcp", "ws"})
     notes: str = ""
-    expected: dict[str, str] = field(default_factory=dict)
 
 
 def _events(scene: Scene, *events: Event, **how: object) -> Attack:
@@ -114,7 +111,9 @@ def _equivocation(scene: Scene) -> Attack:
 def _forbidden_path(scene: Scene) -> Attack:
     event = scene.next_event()
     ((kind, _, _, value, pred),) = event.ops
-    return _events(scene, forge.remake(event, scene.key, ops=((kind, ROOT, "secret", value, pred),)))
+    return _events(
+        scene, forge.remake(event, scene.key, ops=((kind, ROOT, "secret", value, pred),))
+    )
 
 
 def _schema_violation(scene: Scene) -> Attack:
@@ -222,7 +221,12 @@ CASES: tuple[Case, ...] = (
         "core EventLog (parent hashes)",
         build=_wrong_hash,
     ),
-    Case("forged_signature", ("bad_signature",), "core EventLog.authenticate", build=_forged_signature),
+    Case(
+        "forged_signature",
+        ("bad_signature",),
+        "core EventLog.authenticate",
+        build=_forged_signature,
+    ),
     Case(
         "small_order_key_signature",
         ("invalid_key",),
@@ -283,7 +287,9 @@ CASES: tuple[Case, ...] = (
         build=_value(float("-inf")),
     ),
     Case("int_2_63", ("invalid_event",), "core/values.py check_int", build=_value(2**63)),
-    Case("int_2_64_minus_1", ("invalid_event",), "core/values.py check_int", build=_value(2**64 - 1)),
+    Case(
+        "int_2_64_minus_1", ("invalid_event",), "core/values.py check_int", build=_value(2**64 - 1)
+    ),
     Case(
         "parents_100000",
         ("limit_exceeded",),
@@ -314,5 +320,3 @@ BY_NAME = {case.name: case for case in CASES}
 assert len(BY_NAME) == len(CASES)
 
 __all__ = ["BY_NAME", "CASES", "MALLORY", "SCHEMA", "SILENT_CONNECTIONS", "Attack", "Case", "Scene"]
-
-_ = msgpack

@@ -32,7 +32,7 @@ def remake(
     parents: tuple[tuple[tuple[str, int], bytes], ...] | None = None,
     public_key: bytes | None = None,
     key_id: bytes | None = None,
-    prev: bytes | None | type[Ellipsis] = ...,
+    prev: bytes | type[Ellipsis] | None = ...,
 ) -> Event:
     """``event`` with the given fields replaced, signed with ``key`` (unsigned if None)."""
     made = Event(
@@ -125,4 +125,3 @@ def orphan_flood(count: int) -> Iterator[Event]:
 _OPS = ((8, ("/hits", 4), 1),)
 """One counter increment of a named counter (what the ops are does not matter:
 these events never get that far)."""
-

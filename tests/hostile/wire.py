@@ -46,7 +46,7 @@ class Target:
         """One ``Events`` frame. ``with_hashes``: every parent named with its
         hash (v2 leaves out those the receiver holds, and fills them in from
         its own copy). ``splice``: msgpack bytes replacing the placeholder
-        value (see ``forge.spliced``); v1 then needs the bodies in ``bodies``."""
+        value in what is sent (see ``forge.spliced``)."""
         batch_events = list(events)
         if self.protocol == 1:
             return frame(encode(Events(self.doc_id, batch, _v1(batch_events, splice))))
