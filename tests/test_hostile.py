@@ -261,6 +261,8 @@ async def _settle(raw: Raw, case: Case) -> None:
         errors = [m for m in messages if isinstance(m, Error)]
         if not case.codes:
             return any(isinstance(m, Ack | AckV2) for m in messages)
+        if case.closes_with:
+            return any(m.code == case.closes_with for m in errors)
         return bool(errors)
 
     await raw.until(answered)
@@ -271,10 +273,6 @@ async def _settle(raw: Raw, case: Case) -> None:
         if fatal:
             await raw.until(lambda _: False)  # the close that follows
 
-
-PARKED = {"parent_chain_100000_deep", "orphan_flood"}
-"""Cases whose events wait for parents: the batches before the one that
-crosses the limit are acknowledged (see the xfail test below)."""
 
 RUNS = [
     pytest.param(case.name, kind, transport, protocol, id=f"{case.name}-{kind}-{transport}")
@@ -308,9 +306,10 @@ async def test_hostile_input(
         if case.codes:
             assert errors, messages
             assert code_of(errors[0]) in case.codes, errors
-            if name not in PARKED:
-                assert not acks, messages
-            if errors[0].doc_id is None:
+            assert not acks, messages
+            if case.closes_with:
+                assert (errors[-1].code, errors[-1].doc_id) == (case.closes_with, None)
+            if errors[-1].doc_id is None:
                 assert raw.closed  # a fatal error closes the connection
             else:
                 assert any(isinstance(m, Pong) for m in messages)  # and it stays open
@@ -401,18 +400,17 @@ async def test_silent_connections_are_closed_by_the_hello_timeout(
             await session.close()
 
 
-@pytest.mark.xfail(
-    reason="known defect: a batch whose events only wait for parents is acknowledged "
-    "(v2's ack count then claims them stored); see docs/security.md",
-    strict=True,
-    raises=AssertionError,
-)
-async def test_events_waiting_for_parents_are_not_acknowledged(hosts: dict[str, Host]) -> None:
+@pytest.mark.parametrize("protocol", [1, 2])
+async def test_events_waiting_for_parents_are_not_acknowledged(
+    hosts: dict[str, Host], protocol: int
+) -> None:
+    """An ack says "stored": a batch whose events only wait for parents (or a
+    signature) is answered with events_pending instead; they are kept waiting."""
     host, case = hosts["server"], BY_NAME["orphan_flood"]
-    setting = await _set_up(host, "tcp", case, "-acks")
+    setting = await _set_up(host, "tcp", case, f"-acks{protocol}")
     try:
-        raw = await Raw.open(host.tcp_url, 2)
-        target = await _introduce(raw, setting, 2)
+        raw = await Raw.open(host.tcp_url, protocol)
+        target = await _introduce(raw, setting, protocol)
         batches = target.batches(forge.orphan_flood(10), 10)
         await raw.send(next(iter(batches)))
         await raw.send(frame(encode(Ping(1))))
@@ -422,6 +420,9 @@ async def test_events_waiting_for_parents_are_not_acknowledged(hosts: dict[str, 
         await raw.until(lambda ms: any(isinstance(m, Pong) and m.nonce == 2 for m in ms))
         await raw.close()
         assert not [m for m in raw.messages if isinstance(m, Ack | AckV2)]
+        assert [m.code for m in raw.messages if isinstance(m, Error)] == ["events_pending"]
+        hosted = host.hub.loaded(setting.doc_id)
+        assert hosted is not None and len(hosted.doc.pending) == 10
     finally:
         for session in setting.sessions:
             await session.close()

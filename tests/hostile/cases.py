@@ -73,6 +73,8 @@ class Case:
     targets: frozenset[str] = frozenset({"server", "peer"})
     transports: frozenset[str] = frozenset({"tcp", "ws"})
     notes: str = ""
+    closes_with: str | None = None
+    """The code of the fatal error that ends the attack, after the others."""
 
 
 def _events(scene: Scene, *events: Event, **how: object) -> Attack:
@@ -298,14 +300,18 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "parent_chain_100000_deep",
-        ("limit_exceeded",),
-        "server/hub.py parked events (Limits.max_parked_events)",
+        ("events_pending",),
+        "server/hub.py: not acknowledged (events_pending), then parked events "
+        "over Limits.max_parked_events",
+        closes_with="limit_exceeded",
         build=_deep_chain,
     ),
     Case(
         "orphan_flood",
-        ("limit_exceeded",),
-        "server/hub.py parked events (Limits.max_parked_events)",
+        ("events_pending",),
+        "server/hub.py: not acknowledged (events_pending), then parked events "
+        "over Limits.max_parked_events",
+        closes_with="limit_exceeded",
         build=_orphan_flood,
     ),
     Case(
