@@ -67,7 +67,7 @@ class Case:
     """The error codes that may answer (the first is the usual one);
     empty: the input is accepted (and must change nothing)."""
     enforced: str
-    """Where it is refused (docs/security.md)."""
+    """Where it is refused (docs/architecture.md, "Hostile input")."""
     raw: bytes | None = None
     build: Callable[[Scene], Attack] | None = None
     targets: frozenset[str] = frozenset({"server", "peer"})

@@ -229,6 +229,9 @@ class Session:
             task = asyncio.ensure_future(self._receive(received))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            # let it apply before more is decoded: a sender past a limit (events
+            # waiting for parents) is cut off now, not after all it sent
+            await asyncio.sleep(0)
 
     async def _receive(self, received: ReceivedEvents) -> None:
         conn = self.conn
