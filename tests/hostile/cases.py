@@ -56,8 +56,7 @@ class Scene:
 @dataclass(frozen=True)
 class Attack:
     frames: Iterable[bytes]
-    eof: bool = False
-    """Half-close the connection after sending (TCP only)."""
+    """Sent in order; may be lazy (the receiver may close long before the end)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,8 @@ class Case:
     targets: frozenset[str] = frozenset({"server", "peer"})
     transports: frozenset[str] = frozenset({"tcp", "ws"})
     notes: str = ""
+    eof: bool = False
+    """Half-close the connection after sending (TCP only)."""
     closes_with: str | None = None
     """The code of the fatal error that ends the attack, after the others."""
 
@@ -182,7 +183,7 @@ CASES: tuple[Case, ...] = (
         ("decode",),
         "SyncConnection.receive_eof",
         raw=_HELLO[:-3],
-        build=None,
+        eof=True,
         transports=frozenset({"tcp"}),
         notes="a stream that ends inside a frame; over WebSocket the client's close "
         "leaves nothing to answer on, so TCP only",
