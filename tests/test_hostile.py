@@ -28,6 +28,7 @@ from gether.client.session import ClientSession
 from gether.core.event import Event
 from gether.server.hub import DocumentHub, HubConfig
 from gether.server.serve import start_server
+from gether.server.tcp import TCPServer
 from gether.sync import Error, Limits
 from gether.sync.framing import FrameReader, frame
 from gether.sync.messages import Ack, AckV2, Message, Ping, Pong, Subscribe, decode, encode
@@ -58,6 +59,7 @@ class Host:
     tcp_url: str
     ws_url: str
     hub: DocumentHub
+    tcp: TCPServer
 
     def url(self, transport: str) -> str:
         return self.tcp_url if transport == "tcp" else self.ws_url
@@ -76,10 +78,11 @@ async def hosts(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[
     )
     peer = gether.Peer(f"sqlite:///{folder}/peer.db", "peer", limits=limits, anti_entropy=60)
     await peer.start()
-    assert server.tcp_url is not None
+    assert server.tcp_url is not None and server.tcp is not None
+    assert peer.server is not None and peer.server.tcp is not None
     yield {
-        "server": Host("server", server.tcp_url, server.ws_url, server.hub),
-        "peer": Host("peer", peer.tcp_url, peer.ws_url, peer.hub),
+        "server": Host("server", server.tcp_url, server.ws_url, server.hub, server.tcp),
+        "peer": Host("peer", peer.tcp_url, peer.ws_url, peer.hub, peer.server.tcp),
     }
     await peer.stop()
     await server.stop()
@@ -426,3 +429,37 @@ async def test_events_waiting_for_parents_are_not_acknowledged(
     finally:
         for session in setting.sessions:
             await session.close()
+
+
+@pytest.mark.xfail(
+    reason="known: v2 compresses a chain to ~220 bytes per 5,000 events and a "
+    "connection decodes all that one read holds before its owner applies any; "
+    "see docs/architecture.md, Hostile input",
+    strict=True,
+    raises=AssertionError,
+)
+async def test_a_compressed_flood_is_cut_off_before_it_is_all_decoded(
+    hosts: dict[str, Host],
+) -> None:
+    """What bounds the work of a flood is the decoder's: 4 KB of v2 frames must
+    not become 90,000 decoded events (it does: the xfail)."""
+    host, case = hosts["server"], BY_NAME["parent_chain_100000_deep"]
+    setting = await _set_up(host, "tcp", case, "-decoded")
+    try:
+        raw = await Raw.open(host.tcp_url, 2)
+        target = await _introduce(raw, setting, 2)
+        (session,) = [
+            s for s in host.tcp.sessions if s.conn.peer and s.conn.peer.peer_id == "mallory-conn"
+        ]
+        assert case.build is not None
+        attack = case.build(Scene(target, setting.mallory, fixed_key(MALLORY), setting.first))
+        for data in attack.frames:
+            if not await raw.send(data):
+                break
+        await raw.until(lambda _: False)
+        await raw.close()
+        limit = host.hub.config.limits.max_parked_events
+        assert session.conn.traffic.events_received <= 2 * limit
+    finally:
+        for s in setting.sessions:
+            await s.close()
