@@ -26,6 +26,7 @@
     │   │   ├── SchemaRejectedError  an event that breaks the document's schema
     │   │   └── AccessRejectedError  an event its author's roles did not allow
     │   ├── UnknownParentError       a hash-less parent the receiver does not hold
+    │   ├── PendingEventsError       events kept waiting for causes not sent first: not acknowledged
     │   ├── LimitExceededError       input over a configured limit
     │   ├── ProtocolViolationError   a well-formed message that breaks the sync protocol
     │   └── AuthenticationError      credentials (token, key, certificate) not accepted
@@ -252,6 +253,16 @@ class UnknownParentError(RemoteError):
     code = "unknown_parent"
 
 
+class PendingEventsError(RemoteError):
+    """Events of a received batch that can be neither applied nor refused yet:
+    they wait for parents (or a signature) that were not sent before them, as
+    the protocol requires. They are kept, up to ``Limits.max_parked_events``
+    per sender, but not stored, so the batch is answered with this error
+    instead of an acknowledgement (which would say they are stored)."""
+
+    code = "events_pending"
+
+
 class LimitExceededError(RemoteError):
     """Input larger than a configured limit."""
 
@@ -361,6 +372,7 @@ __all__ = [
     "InvalidValueError",
     "LimitExceededError",
     "OutOfRangeError",
+    "PendingEventsError",
     "ReadOnlyError",
     "ProtocolViolationError",
     "RejectedEventsError",

@@ -29,12 +29,16 @@ import msgpack
 from gether.core.keys import KEY_ID_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SigningKey
 from gether.core.ops import Op, ops_length
 from gether.core.values import Kind, NamedRef, NewContainer
-from gether.errors import DecodeError, UnsupportedVersionError
+from gether.errors import DecodeError, LimitExceededError, UnsupportedVersionError
 
 FORMAT = 1
 EVENT_MAGIC = b"GTe\x01"
 HASH_SIZE = 32
 MAX_EVENT_BYTES = 64 * 1024 * 1024
+MAX_PARENTS = 10_000
+"""An event names the heads its author had seen: one per concurrent branch.
+More than this is an attack (a parent costs a lookup and ~45 bytes held while
+the event waits), not a document."""
 
 _EXT_NEW = 1
 _EXT_NAMED = 2
@@ -286,6 +290,8 @@ def decode_body(body: bytes, signature: bytes | None = None) -> Event:
         raise DecodeError("malformed prev hash")
     if type(parents) is not tuple or type(ops) is not tuple or not ops:
         raise DecodeError("malformed parents or ops")
+    if len(parents) > MAX_PARENTS:
+        raise LimitExceededError(f"an event with {len(parents)} parents (limit {MAX_PARENTS})")
     parsed: list[Parent] = []
     for parent in parents:
         if (

@@ -23,6 +23,7 @@ from gether.document import Document
 from gether.errors import (
     GetherError,
     LimitExceededError,
+    PendingEventsError,
     RejectedEventsError,
     StorageError,
     UsageError,
@@ -211,7 +212,8 @@ class DocumentHub:
         self, doc_id: str, events: Sequence[Event], source: Subscriber | None
     ) -> GetherError | None:
         """Check, apply and store a batch, then tell the other subscribers.
-        Returns the rejection to report to the sender, if any event was refused;
+        Returns the rejection to report to the sender, if any event was refused
+        (or is left waiting for causes it should have sent first: not stored);
         raises ``StorageError`` if the batch could not be stored, and
         ``LimitExceededError`` if the sender has too many events waiting for
         parents (they are dropped)."""
@@ -235,6 +237,14 @@ class DocumentHub:
             await self._store(hosted, fresh)
         if overflow is not None:
             raise overflow  # after the good events of the batch are stored and relayed
+        if rejected is None and hosted.doc.pending:
+            # an acknowledgement says "stored": events left waiting are not
+            waiting = hosted.doc.pending
+            held = sum(1 for event in events if event.id in waiting)
+            if held:
+                rejected = PendingEventsError(
+                    f"{held} event(s) wait for parents or a signature not sent before them"
+                )
         return rejected
 
     async def _store(self, hosted: HostedDocument, fresh: list[Event]) -> None:

@@ -31,6 +31,9 @@ from gether.sync.messages import Hello
 
 log = logging.getLogger(__name__)
 
+FEED_BYTES = 4096
+"""The most a session decodes before applying what it decoded (``_feed``)."""
+
 
 class Channel(Protocol):
     """A bidirectional byte channel (a WebSocket, a TCP stream)."""
@@ -153,8 +156,7 @@ class Session:
                 if data is None:
                     self.conn.receive_eof()
                     break
-                self.conn.receive_data(data, self._loop.time())
-                await self._process()
+                await self._feed(data)
                 await self.flush()
         except (ConnectionError, OSError):
             pass
@@ -168,6 +170,18 @@ class Session:
             if self.conn.close_reason is not None:
                 reason = self.conn.close_reason
                 log.info("%s closed: [%s] %s", self.name, reason.code, reason.message)
+
+    async def _feed(self, data: bytes) -> None:
+        """Hand ``data`` to the connection a slice at a time, applying what each
+        slice completes before decoding more: compressed batches hold thousands
+        of events in a few KB, and a whole read of them was decoded before the
+        first was applied and the sender, past its limits, cut off
+        (tests/test_hostile.py; docs/architecture.md, "Hostile input")."""
+        for start in range(0, len(data), FEED_BYTES):
+            self.conn.receive_data(data[start : start + FEED_BYTES], self._loop.time())
+            await self._process()
+            if self.conn.closed:
+                return
 
     async def _introduce(self) -> bool:
         """Hellos both ways, the peer's credentials checked, within the hello
@@ -229,6 +243,9 @@ class Session:
             task = asyncio.ensure_future(self._receive(received))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            # let it apply before more is decoded: a sender past a limit (events
+            # waiting for parents) is cut off now, not after all it sent
+            await asyncio.sleep(0)
 
     async def _receive(self, received: ReceivedEvents) -> None:
         conn = self.conn

@@ -66,6 +66,10 @@ class TCPServer:
             host,
             port,
             ssl=self.ssl_context,
+            # asyncio's default of 100 leaves a burst of connections (1,000 at
+            # once: tests/test_hostile.py) half-open in the kernel, never
+            # accepted, so never timed out either; uvicorn uses 2048
+            backlog=2048,
             # a client that stalls its TLS handshake is dropped as quickly as one
             # that never says hello
             ssl_handshake_timeout=self.hub.config.limits.hello_timeout

@@ -33,7 +33,7 @@ from typing import Any
 
 import msgpack
 
-from gether.core.event import Event, _ext_hook, decode_body, pack
+from gether.core.event import MAX_PARENTS, Event, _ext_hook, decode_body, pack
 from gether.core.keys import KEY_ID_SIZE
 from gether.errors import DecodeError, LimitExceededError, UnknownParentError, UsageError
 
@@ -254,7 +254,11 @@ def decode_table(text: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _expand(value: Any, strings: tuple[str, ...], author: str, counter: int) -> Any:
+_MAX_OPS_DEPTH = 16
+"""Ops are a few levels deep (ops, op, pred, id); values in them are scalars."""
+
+
+def _expand(value: Any, strings: tuple[str, ...], author: str, counter: int, depth: int = 0) -> Any:
     kind = type(value)
     if kind is _Ref:
         if value.index >= len(strings):
@@ -263,7 +267,9 @@ def _expand(value: Any, strings: tuple[str, ...], author: str, counter: int) -> 
     if kind is _Own:
         return (author, counter - value.delta)
     if kind is tuple:
-        return tuple(_expand(v, strings, author, counter) for v in value)
+        if depth >= _MAX_OPS_DEPTH:  # a bound, not Python's recursion limit
+            raise DecodeError("ops nested too deeply")
+        return tuple(_expand(v, strings, author, counter, depth + 1) for v in value)
     if kind is dict and any(type(v) in (_Ref, _Own) for v in value.values()):
         raise DecodeError("a reference inside a map")
     return value
@@ -387,6 +393,8 @@ def _record(
         raw = fields.next()
         if type(raw) is not tuple:
             raise DecodeError("malformed parents in a record")
+        if len(raw) > 3 * MAX_PARENTS:  # before looking any of them up
+            raise LimitExceededError(f"a record with over {MAX_PARENTS} parents")
         i = 0
         while i < len(raw):
             if i + 1 >= len(raw):
@@ -415,10 +423,7 @@ def _record(
         lamport = _int(fields.next(), "lamport")
         if lamport < 0:
             raise DecodeError("malformed lamport in a record")
-    try:
-        ops = _expand(fields.next(), strings, replica, counter)
-    except RecursionError as exc:
-        raise DecodeError("ops nested too deeply") from exc
+    ops = _expand(fields.next(), strings, replica, counter)
     signature = _bytes(fields.next(), 64, "signature") if flags & SIGNATURE else None
     if flags & KEY:
         key_id = _bytes(fields.next(), KEY_ID_SIZE, "key id")
