@@ -5,12 +5,17 @@ and sends what the connection has to say.
 A session we accepted first authenticates: until the peer's hello is read and
 its credentials accepted (all within ``Limits.hello_timeout``), nothing else
 it sends is decoded, and on refusal it gets ``Error(authentication_failed)``
-and is closed."""
+and is closed.
+
+What a session costs the server is bounded (``Limits``): what it reads by a
+budget of frames and bytes per second (``server/limits.py``), what it sends by
+a bounded queue with one writer (``server/outbox.py``), so a peer that stops
+reading is disconnected (``slow_consumer``) instead of growing the server's
+memory, and never holds up the fan-out to anyone else."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -20,16 +25,24 @@ from gether.errors import (
     GetherError,
     GoingAwayError,
     LimitExceededError,
+    RateLimitedError,
     SignatureRequiredError,
+    SlowConsumerError,
     StorageError,
 )
 from gether.server.auth import Authenticator, ConnectionInfo, OpenAuthenticator, Principal
 from gether.server.hub import DocumentHub
+from gether.server.limits import Budget
+from gether.server.outbox import Outbox
 from gether.sync.connection import ReceivedEvents, Role, SyncConnection
 from gether.sync.fanout import SharedBatch
 from gether.sync.messages import Hello
 
 log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds a closing session waits for what it queued to be sent before it
+aborts the connection (a peer that stopped reading would hold it forever)."""
 
 
 class Channel(Protocol):
@@ -42,6 +55,10 @@ class Channel(Protocol):
     async def send(self, data: bytes) -> None: ...
 
     async def close(self, going_away: bool = False) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the connection now, sending nothing more (a peer that stopped reading)."""
+        ...
 
 
 class Session:
@@ -83,7 +100,9 @@ class Session:
             versions=hub.config.versions,
             admission=role is Role.SERVER,
         )
-        self._send_lock = asyncio.Lock()
+        limits = hub.config.limits
+        self.outbox = Outbox(channel.send, limits.max_queued_bytes)
+        self._budget = Budget(limits, loop.time()) if role is Role.SERVER else None
         self._dirty: dict[str, list[SharedBatch] | None] = {}
         """Documents with news: the shared batches in order, or None to work it out."""
         self._flush_scheduled = False
@@ -132,14 +151,43 @@ class Session:
     # -- the loop ------------------------------------------------------------------
 
     async def flush(self) -> None:
-        async with self._send_lock:
-            data = self.conn.data_to_send()
-            if data:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await self.channel.send(data)
+        """Queue what the connection has to say; the writer sends it."""
+        data = self.conn.data_to_send()
+        if data and not self.outbox.put(data):
+            limit = self.outbox.limit
+            self.conn.close(SlowConsumerError(f"more than {limit} bytes waiting to be sent"))
+            log.info("%s closed: [slow_consumer] over %d bytes queued", self.name, limit)
+            self.channel.abort()  # it does not read: the error could not reach it anyway
+
+    def _feed(self, data: bytes) -> bool:
+        """Hand received bytes to the connection within the budget; False if
+        the connection is closed now (over budget, or by what it read)."""
+        conn, now = self.conn, self._loop.time()
+        try:
+            if self._budget is not None:
+                self._budget.spend_bytes(len(data), now)
+            frames = conn.traffic.frames_received
+            conn.receive_data(data, now)
+            if self._budget is not None:
+                self._budget.spend_frames(conn.traffic.frames_received - frames, now)
+        except RateLimitedError as exc:
+            conn.close(exc)  # before anything it sent is acted on
+        return not conn.closed
+
+    async def _close_channel(self, going_away: bool = False) -> None:
+        """Send what is queued, then close; abort if the peer does not take it in time."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.outbox.drained()
+                await self.channel.close(going_away=going_away)
+        except TimeoutError:
+            self.channel.abort()
+        except (ConnectionError, OSError):
+            pass
 
     async def run(self) -> None:
         ticker = asyncio.create_task(self._tick())
+        writer = asyncio.create_task(self.outbox.run())
         try:
             if not await self._introduce():
                 return
@@ -153,7 +201,8 @@ class Session:
                 if data is None:
                     self.conn.receive_eof()
                     break
-                self.conn.receive_data(data, self._loop.time())
+                if not self._feed(data):
+                    break
                 await self._process()
                 await self.flush()
         except (ConnectionError, OSError):
@@ -163,8 +212,8 @@ class Session:
             self.hub.sessions.discard(self)
             self.hub.unsubscribe(self)
             await self.flush()
-            with contextlib.suppress(ConnectionError, OSError):
-                await self.channel.close(going_away=self._closing)
+            await self._close_channel(going_away=self._closing)
+            writer.cancel()
             if self.conn.close_reason is not None:
                 reason = self.conn.close_reason
                 log.info("%s closed: [%s] %s", self.name, reason.code, reason.message)
@@ -186,7 +235,7 @@ class Session:
                     if data is None:
                         conn.receive_eof()
                         return False
-                    conn.receive_data(data, self._loop.time())
+                    self._feed(data)
                     await self.flush()
         except TimeoutError:
             if conn.peer is None:
@@ -251,13 +300,11 @@ class Session:
             self.conn.tick(self._loop.time())
             await self.flush()
             if self.conn.closed:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await self.channel.close()
+                await self._close_channel()
 
     async def shut_down(self) -> None:
         """Server shutdown: tell the client, flush, close."""
         self._closing = True
         self.conn.close(GoingAwayError("the server is shutting down"))
         await self.flush()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.channel.close(going_away=True)
+        await self._close_channel(going_away=True)

@@ -25,6 +25,10 @@ class StreamChannel:
         self.writer.write(data)
         await self.writer.drain()
 
+    def abort(self) -> None:
+        """Drop the connection now, discarding what is not yet written."""
+        self.writer.transport.abort()
+
     async def close(self, going_away: bool = False) -> None:
         if not self.writer.is_closing():
             self.writer.close()
