@@ -6,6 +6,7 @@ headers a byte at a time, is kept forever. Here every connection must send a
 complete request head (a WebSocket upgrade, or the status ``GET``) within
 ``timeout`` seconds of connecting or of its previous response, like the
 hello timeout that follows the upgrade; h11 already bounds the head's size.
+It also sets the connection's kernel send buffer (``Limits.send_buffer_bytes``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import asyncio
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from gether.transport.stream import set_send_buffer
 
-def http_protocol(timeout: float) -> type[H11Protocol]:
+
+def http_protocol(timeout: float, send_buffer: int | None = None) -> type[H11Protocol]:
     """The protocol class for ``uvicorn.Config(http=...)``."""
 
     class GetherHTTPProtocol(H11Protocol):
@@ -24,6 +27,7 @@ def http_protocol(timeout: float) -> type[H11Protocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            set_send_buffer(transport, send_buffer)
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:

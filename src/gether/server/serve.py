@@ -124,7 +124,7 @@ async def start_server(
         port=port,
         ws=websocket_protocol(limits.max_frame_before_hello + 4),
         # the upgrade request, too, within the hello timeout (uvicorn has none)
-        http=http_protocol(limits.hello_timeout),
+        http=http_protocol(limits.hello_timeout, limits.send_buffer_bytes),
         lifespan="on",
         log_level="warning",
         ws_max_size=limits.max_frame_bytes + 4,

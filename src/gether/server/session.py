@@ -103,6 +103,8 @@ class Session:
         limits = hub.config.limits
         self.outbox = Outbox(channel.send, limits.max_queued_bytes)
         self._budget = Budget(limits, loop.time()) if role is Role.SERVER else None
+        self._charged = 0
+        """Frames decoded so far that were charged to the budget."""
         self._dirty: dict[str, list[SharedBatch] | None] = {}
         """Documents with news: the shared batches in order, or None to work it out."""
         self._flush_scheduled = False
@@ -156,23 +158,34 @@ class Session:
         if data and not self.outbox.put(data):
             limit = self.outbox.limit
             self.conn.close(SlowConsumerError(f"more than {limit} bytes waiting to be sent"))
-            log.info("%s closed: [slow_consumer] over %d bytes queued", self.name, limit)
             self.channel.abort()  # it does not read: the error could not reach it anyway
 
     def _feed(self, data: bytes) -> bool:
         """Hand received bytes to the connection within the budget; False if
         the connection is closed now (over budget, or by what it read)."""
         conn, now = self.conn, self._loop.time()
-        try:
-            if self._budget is not None:
+        if self._budget is not None:
+            try:
                 self._budget.spend_bytes(len(data), now)
-            frames = conn.traffic.frames_received
-            conn.receive_data(data, now)
-            if self._budget is not None:
-                self._budget.spend_frames(conn.traffic.frames_received - frames, now)
-        except RateLimitedError as exc:
-            conn.close(exc)  # before anything it sent is acted on
+            except RateLimitedError as exc:
+                conn.close(exc)  # before any of it is decoded
+                return False
+        conn.receive_data(data, now)
+        self._charge()
         return not conn.closed
+
+    def _charge(self) -> None:
+        """Charge the frames decoded since the last charge (after a read, and
+        after admission decodes what came behind the hello) before any of
+        them is acted on; over the budget, the connection closes."""
+        if self._budget is None:
+            return
+        frames = self.conn.traffic.frames_received
+        try:
+            self._budget.spend_frames(frames - self._charged, self._loop.time())
+        except RateLimitedError as exc:
+            self.conn.close(exc)
+        self._charged = frames
 
     async def _close_channel(self, going_away: bool = False) -> None:
         """Send what is queued, then close; abort if the peer does not take it in time."""
@@ -258,6 +271,7 @@ class Session:
         if self._on_admitted is not None:
             self._on_admitted()
         self.conn.admit()  # decodes the frames behind the hello, for _process
+        self._charge()
 
     async def _process(self) -> None:
         conn = self.conn

@@ -16,6 +16,8 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from gether.transport.stream import abort_transport
+
 CERTIFICATE = "gether.peercert"
 """Scope extension: ``{"peercert": dict | None}``."""
 FRAME_LIMIT = "gether.frame_limit"
@@ -41,7 +43,8 @@ def websocket_protocol(before_hello: int) -> type[WebSocketsSansIOProtocol]:
             # the app task has not run yet: frames read from now on obey this
             self.conn.max_message_size = before_hello
             extensions[FRAME_LIMIT] = {"set": self._set_limit}
-            extensions[ABORT] = {"abort": self.transport.abort}
+            transport = self.transport
+            extensions[ABORT] = {"abort": lambda: abort_transport(transport)}
 
         def _set_limit(self, max_bytes: int) -> None:
             self.conn.max_message_size = max_bytes

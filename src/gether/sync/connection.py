@@ -130,6 +130,12 @@ class Limits:
     max_queued_bytes: int = 4 << 20
     """Bytes waiting to be sent to a connection, behind the write under way
     (which may be a whole document's catch-up); past it the peer is too slow."""
+    send_buffer_bytes: int | None = None
+    """The kernel's send buffer of each accepted socket (``SO_SNDBUF``). None
+    keeps the system's autotuning, which lets it grow to ``tcp_wmem``'s
+    maximum (4 MiB on Linux) for a peer that stops reading, before the queue
+    above fills; set it to bound that memory too, at some cost in throughput
+    on links with a long round trip."""
 
 
 @dataclass(slots=True)
