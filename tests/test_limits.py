@@ -53,7 +53,9 @@ def test_a_token_bucket_allows_its_burst_then_its_rate() -> None:
 
 
 def test_a_budget_counts_frames_and_bytes_apart() -> None:
-    limits = Limits(messages_per_second=100, message_burst=10, bytes_per_second=1000, byte_burst=4000)
+    limits = Limits(
+        messages_per_second=100, message_burst=10, bytes_per_second=1000, byte_burst=4000
+    )
     budget = Budget(limits, now=0.0)
     budget.spend_bytes(4000, 0.0)
     with pytest.raises(gether.RateLimitedError) as over:
@@ -229,7 +231,8 @@ async def test_the_upgrade_request_has_the_hello_timeout(tight: GetherServer) ->
 
 
 @contextmanager
-def server_process(tmp_path: Path, **limits: Any) -> Iterator[tuple[subprocess.Popen[bytes], str, str, Path]]:
+def server_process(tmp_path: Path, **limits: Any) -> Iterator[tuple[int, str, str, Path]]:
+    """The helper server, its pid, URLs and log."""
     src = str(Path(gether.__file__).parents[1])
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log = tmp_path / "server.log"
@@ -241,7 +244,7 @@ def server_process(tmp_path: Path, **limits: Any) -> Iterator[tuple[subprocess.P
     try:
         assert process.stdout is not None
         ws_url, tcp_url = process.stdout.readline().decode().split()
-        yield process, ws_url, tcp_url, log
+        yield process.pid, ws_url, tcp_url, log
     finally:
         assert process.stdin is not None
         process.stdin.close()
@@ -306,6 +309,19 @@ def state(sock: socket.socket) -> str:
         return "closed"
 
 
+def kernel_queued(ports: set[int]) -> int:
+    """Bytes the kernel holds unsent (or unacknowledged) on the sockets of ``ports``:
+    memory a server spends on slow readers outside its own process."""
+    total = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                total += int(fields[4].split(":")[0], 16)
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -316,8 +332,9 @@ async def test_idle_and_slow_clients_leave_memory_bounded_and_latency_low(tmp_pa
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
     queue_limit = 256 << 10
     limits = {"max_queued_bytes": queue_limit, "send_buffer_bytes": 64 << 10}
-    with server_process(tmp_path, **limits) as (process, ws_url, tcp_url, log):
-        server = psutil.Process(process.pid)
+    with server_process(tmp_path, **limits) as (pid, ws_url, tcp_url, log):
+        server = psutil.Process(pid)
+        ports = {int(ws_url.rsplit(":", 1)[1]), int(tcp_url.rsplit(":", 1)[1])}
 
         def rss() -> int:
             return int(server.memory_info().rss)
@@ -355,10 +372,12 @@ async def test_idle_and_slow_clients_leave_memory_bounded_and_latency_low(tmp_pa
                 await asyncio.sleep(interval)
 
         samples: list[int] = []
+        kernel: list[int] = []
 
         async def sample() -> None:
             while True:
                 samples.append(rss())
+                kernel.append(kernel_queued(ports))
                 await asyncio.sleep(0.25)
 
         async with (
@@ -408,7 +427,8 @@ async def test_idle_and_slow_clients_leave_memory_bounded_and_latency_low(tmp_pa
         f"\nresource test: 500 idle + 50 slow clients, queue limit {queue_limit >> 10} KiB, "
         f"{len(chunk) * 1500 / MIB:.1f} MiB streamed to each subscriber in {streamed:.1f} s\n"
         f"  server RSS: {rss_idle * mb:.1f} MiB with 500 idle, {rss_slow * mb:.1f} MiB + 50 slow, "
-        f"peak {peak * mb:.1f} MiB while streaming, {rss_end * mb:.1f} MiB at the end\n"
+        f"peak {peak * mb:.1f} MiB while streaming, {rss_end * mb:.1f} MiB at the end; "
+        f"kernel send queues to clients: peak {max(kernel) * mb:.1f} MiB\n"
         f"  slow clients disconnected: {states.count('closed')}/50 ({cut} slow_consumer logged); "
         f"idle still connected: {idle_states.count('open')}/500\n"
         f"  reader latency: p50 {p50b:.1f} ms, p99 {p99b:.1f} ms before the slow clients; "
@@ -419,4 +439,5 @@ async def test_idle_and_slow_clients_leave_memory_bounded_and_latency_low(tmp_pa
     # unbounded queues would hold up to 50 x 3 MiB; bounded, a few MiB beyond the
     # document itself (which every server holds)
     assert peak - rss_slow < 64 * MIB
+    assert max(kernel) < 50 * MIB  # 50 sockets of 64 KiB buffers (doubled by the kernel)
     assert p99 < 200
