@@ -96,20 +96,21 @@ async def test_the_outbox_refuses_what_a_reader_that_stopped_would_queue() -> No
     dialling.connect(listening.getsockname())
     reader, writer = await asyncio.open_connection(sock=dialling)
     outbox = Outbox(StreamChannel(reader, writer).send, limit=256 << 10)
-    task = asyncio.create_task(outbox.run())
     try:
         assert outbox.put(b"x" * MIB)  # one chunk always fits an empty queue
+        task = asyncio.create_task(outbox.pump())
         await asyncio.sleep(0.2)
-        assert outbox.writing == MIB  # stuck: the peer takes nothing
+        assert outbox.writing == MIB and not task.done()  # stuck: the peer takes nothing
         chunk = b"y" * (64 << 10)
         assert [outbox.put(chunk) for _ in range(5)] == [True] * 4 + [False]
         assert outbox.queued == 256 << 10
+        await asyncio.wait_for(outbox.pump(), 1)  # a send is under way: returns at once
         StreamChannel(reader, writer).abort()
         await asyncio.wait_for(outbox.drained(), 5)
         assert outbox.broken and outbox.queued == 0
         assert outbox.put(chunk)  # dropped: nothing more is sent on a broken channel
+        assert task.done()
     finally:
-        task.cancel()
         done.set()
         server.close()
         await server.wait_closed()

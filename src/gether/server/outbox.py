@@ -1,7 +1,12 @@
-"""A connection's bounded send queue: the session hands it bytes without
-waiting, one writer task sends them in order, and a peer that reads too
-slowly for what it is sent shows up as a queue past its bound (the session
-then disconnects it) instead of as server memory growing without end.
+"""A connection's bounded send queue: a peer that reads too slowly for what
+it is sent shows up as a queue past its bound (the session then disconnects
+it) instead of as server memory growing without end, and no one waits on it.
+
+Whoever has something to send puts it and pumps: if no send is under way,
+that caller sends (the common case costs no extra task); if one is, the
+bytes wait behind it and that caller returns at once, and the pumping caller
+sends them when its send completes. So a stuck peer holds one caller, never
+a growing crowd of them.
 
 The bound is on the bytes queued *behind* the write under way, and one chunk
 is always taken into an empty queue: the catch-up of a large document is one
@@ -26,7 +31,7 @@ class Outbox:
         """Bytes of the write under way (handed to the channel, not yet taken)."""
         self.broken = False
         """The channel failed: nothing more is sent, what is put is dropped."""
-        self._ready = asyncio.Event()
+        self._pumping = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -39,18 +44,15 @@ class Outbox:
         self._chunks.append(data)
         self.queued += len(data)
         self._idle.clear()
-        self._ready.set()
         return True
 
-    async def drained(self) -> None:
-        """Return once everything put so far is sent (or the channel broke)."""
-        await self._idle.wait()
-
-    async def run(self) -> None:
-        """The writer: send what is queued, in order, until cancelled."""
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
+    async def pump(self) -> None:
+        """Send what is queued, in order, unless a send is under way already
+        (its caller sends what is queued behind it)."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
             while self._chunks and not self.broken:
                 chunks, self._chunks = self._chunks, []
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -61,6 +63,14 @@ class Outbox:
                     self.broken = True
                 finally:
                     self.writing = 0
+        finally:
+            self._pumping = False
             if self.broken:
                 self._chunks, self.queued = [], 0
-            self._idle.set()
+            if not self._chunks:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Return once everything put so far is sent (or the channel broke)."""
+        await self.pump()
+        await self._idle.wait()

@@ -153,12 +153,17 @@ class Session:
     # -- the loop ------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Queue what the connection has to say; the writer sends it."""
+        """Send what the connection has to say, or queue it behind the send
+        under way (``Outbox``); a peer too slow for it is cut off."""
         data = self.conn.data_to_send()
-        if data and not self.outbox.put(data):
-            limit = self.outbox.limit
-            self.conn.close(SlowConsumerError(f"more than {limit} bytes waiting to be sent"))
-            self.channel.abort()  # it does not read: the error could not reach it anyway
+        if not data:
+            return
+        if self.outbox.put(data):
+            await self.outbox.pump()
+            return
+        limit = self.outbox.limit
+        self.conn.close(SlowConsumerError(f"more than {limit} bytes waiting to be sent"))
+        self.channel.abort()  # it does not read: the error could not reach it anyway
 
     def _feed(self, data: bytes) -> bool:
         """Hand received bytes to the connection within the budget; False if
@@ -188,7 +193,11 @@ class Session:
         self._charged = frames
 
     async def _close_channel(self, going_away: bool = False) -> None:
-        """Send what is queued, then close; abort if the peer does not take it in time."""
+        """Send what is queued and the connection's last words, then close;
+        abort if the peer does not take them in time."""
+        if not self.outbox.put(self.conn.data_to_send()):
+            self.channel.abort()
+            return
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.outbox.drained()
@@ -200,7 +209,6 @@ class Session:
 
     async def run(self) -> None:
         ticker = asyncio.create_task(self._tick())
-        writer = asyncio.create_task(self.outbox.run())
         try:
             if not await self._introduce():
                 return
@@ -224,9 +232,7 @@ class Session:
             ticker.cancel()
             self.hub.sessions.discard(self)
             self.hub.unsubscribe(self)
-            await self.flush()
             await self._close_channel(going_away=self._closing)
-            writer.cancel()
             if self.conn.close_reason is not None:
                 reason = self.conn.close_reason
                 log.info("%s closed: [%s] %s", self.name, reason.code, reason.message)
@@ -312,13 +318,13 @@ class Session:
         while not self.conn.closed:
             await asyncio.sleep(1.0)
             self.conn.tick(self._loop.time())
-            await self.flush()
             if self.conn.closed:
                 await self._close_channel()
+            else:
+                await self.flush()
 
     async def shut_down(self) -> None:
         """Server shutdown: tell the client, flush, close."""
         self._closing = True
         self.conn.close(GoingAwayError("the server is shutting down"))
-        await self.flush()
         await self._close_channel(going_away=True)
