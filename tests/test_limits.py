@@ -29,6 +29,7 @@ from gether.core.ids import Version
 from gether.server.hub import HubConfig
 from gether.server.limits import Budget, TokenBucket
 from gether.server.outbox import Outbox
+from gether.server.process import ServerProcess
 from gether.server.serve import GetherServer, start_server
 from gether.sync import Error, Hello, Limits, Subscribe
 from gether.sync.framing import FrameReader, frame
@@ -442,3 +443,20 @@ async def test_idle_and_slow_clients_leave_memory_bounded_and_latency_low(tmp_pa
     assert peak - rss_slow < 64 * MIB
     assert max(kernel) < 50 * MIB  # 50 sockets of 64 KiB buffers (doubled by the kernel)
     assert p99 < 200
+
+
+def test_gether_serve_takes_the_limits_as_options(tmp_path: Path) -> None:
+    extra = ["--messages-per-second", "5", "--max-queued-bytes", "65536"]
+    with ServerProcess(f"sqlite:///{tmp_path}/s.db", extra=extra) as server:
+
+        async def main() -> None:
+            pings = b"".join(frame(encode(Ping(n))) for n in range(1, 101))  # burst: 50
+            messages = await exchange(server.tcp_url, frame(encode(Hello("flood"))) + pings)
+            assert [m.code for m in messages if isinstance(m, Error)] == ["rate_limited"]
+            doc = gether.Document()
+            doc["x"] = 1
+            async with gether.connect(server.ws_url, "d", doc=doc) as session:
+                await session.sync(timeout=10)
+
+        asyncio.run(main())
+        assert server.stop() == 0
