@@ -191,15 +191,16 @@ async def test_a_large_document_syncs_within_the_default_budget(tmp_path: Path) 
     try:
         writer = gether.Document()
         text = writer.text("t")
-        chunk = "lorem ipsum " * 200  # 2.4 kB an edit
-        for _ in range(2500):  # about 6 MB of events, sent at once
-            text.insert(len(text), chunk)
+        for _ in range(350):  # 7 MB of text (5 MB compressed), sent at once: more than
+            # the default queue bound, so the download is one catch-up chunk
+            text.insert(len(text), base64.b64encode(os.urandom(15_000)).decode())
         async with gether.connect(running.ws_url, "big", doc=writer) as session:
             await session.sync(timeout=60)
         reader = gether.Document()
         async with gether.connect(running.tcp_url or "", "big", doc=reader) as session:
             await session.sync(timeout=60)
         assert reader.version == writer.version
+        assert session.traffic.bytes_received > Limits().max_queued_bytes
     finally:
         await running.stop()
 
