@@ -9,9 +9,9 @@ and is closed.
 
 What a session costs the server is bounded (``Limits``): what it reads by a
 budget of frames and bytes per second (``server/limits.py``), what it sends by
-a bounded queue with one writer (``server/outbox.py``), so a peer that stops
-reading is disconnected (``slow_consumer``) instead of growing the server's
-memory, and never holds up the fan-out to anyone else."""
+a bounded queue (``server/outbox.py``), so a peer that stops reading is
+disconnected (``slow_consumer``) instead of growing the server's memory, and
+never holds up the fan-out to anyone else."""
 
 from __future__ import annotations
 
