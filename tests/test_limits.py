@@ -23,6 +23,8 @@ from typing import Any
 
 import psutil
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import gether
 from gether.core.ids import Version
@@ -51,6 +53,25 @@ def test_a_token_bucket_allows_its_burst_then_its_rate() -> None:
     assert bucket.take(20, 100.0)  # saved up to the burst, never beyond
     assert not bucket.take(1, 100.0)
     assert not TokenBucket(1, 5, 0.0).take(6, 0.0)  # more than the burst never fits
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 50), st.floats(0, 2)),  # (amount asked, seconds since)
+        max_size=60,
+    )
+)
+def test_a_token_bucket_never_grants_more_than_burst_plus_rate_times_time(
+    steps: list[tuple[float, float]],
+) -> None:
+    bucket = TokenBucket(rate=10, burst=20, now=0.0)
+    now = granted = 0.0
+    for amount, elapsed in steps:
+        now += elapsed
+        if bucket.take(amount, now):
+            granted += amount
+        assert granted <= 20 + 10 * now + 1e-9
+        assert 0 <= bucket.tokens <= 20
 
 
 def test_a_budget_counts_frames_and_bytes_apart() -> None:
