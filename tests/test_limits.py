@@ -337,6 +337,8 @@ def kernel_queued(ports: set[int]) -> int:
     """Bytes the kernel holds unsent (or unacknowledged) on the sockets of ``ports``:
     memory a server spends on slow readers outside its own process."""
     total = 0
+    if not os.path.exists("/proc/net/tcp"):  # not Linux: no figure
+        return 0
     with open("/proc/net/tcp") as table:
         next(table)
         for line in table:
