@@ -122,8 +122,6 @@ def keys_new(name: str, directory: str) -> None:
     _guarded(create)
 
 
-_LIMITS = Limits()
-
 _SECURITY_OPTIONS = [
     click.option("--jwt-secret", type=click.Path(dir_okay=False), help="File: an HS256 secret."),
     click.option(
@@ -155,19 +153,19 @@ _SECURITY_OPTIONS = [
     ),
     click.option(
         "--messages-per-second",
-        default=_LIMITS.messages_per_second,
+        default=Limits().messages_per_second,
         show_default=True,
         help="Frames a connection may send per second (bursts of 10x); over it, it is closed.",
     ),
     click.option(
         "--bytes-per-second",
-        default=_LIMITS.bytes_per_second,
+        default=Limits().bytes_per_second,
         show_default=True,
         help="Bytes a connection may send per second (bursts of 64 MiB); over it, it is closed.",
     ),
     click.option(
         "--max-queued-bytes",
-        default=_LIMITS.max_queued_bytes,
+        default=Limits().max_queued_bytes,
         show_default=True,
         help="Bytes waiting to be sent to a connection before it is cut off as too slow.",
     ),
