@@ -28,6 +28,8 @@
     │   ├── UnknownParentError       a hash-less parent the receiver does not hold
     │   ├── PendingEventsError       events kept waiting for causes not sent first: not acknowledged
     │   ├── LimitExceededError       input over a configured limit
+    │   │   ├── RateLimitedError     a connection over its message or byte budget
+    │   │   └── SlowConsumerError    a reader too slow: its send queue is full
     │   ├── ProtocolViolationError   a well-formed message that breaks the sync protocol
     │   └── AuthenticationError      credentials (token, key, certificate) not accepted
     ├── StorageError                 the event store failed; nothing was written
@@ -267,6 +269,19 @@ class LimitExceededError(RemoteError):
     """Input larger than a configured limit."""
 
     code = "limit_exceeded"
+
+
+class RateLimitedError(LimitExceededError):
+    """A connection sent more messages or bytes than its budget (``Limits``)."""
+
+    code = "rate_limited"
+
+
+class SlowConsumerError(LimitExceededError):
+    """A peer read so slowly that what waits to be sent to it passed
+    ``Limits.max_queued_bytes``: it is disconnected rather than buffered."""
+
+    code = "slow_consumer"
 
 
 class ProtocolViolationError(RemoteError):

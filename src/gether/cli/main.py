@@ -12,6 +12,7 @@ from rich.console import Console
 from gether.cli.demo import run_demo
 from gether.cli.inspect import inspect_document, replay_document, show_log
 from gether.errors import GetherError
+from gether.sync.connection import Limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -166,6 +167,24 @@ _SECURITY_OPTIONS = [
         default=5.0,
         show_default=True,
         help="Seconds a connection has to say hello and authenticate.",
+    ),
+    click.option(
+        "--messages-per-second",
+        default=Limits().messages_per_second,
+        show_default=True,
+        help="Frames a connection may send per second (bursts of 10x); over it, it is closed.",
+    ),
+    click.option(
+        "--bytes-per-second",
+        default=Limits().bytes_per_second,
+        show_default=True,
+        help="Bytes a connection may send per second (bursts of 64 MiB); over it, it is closed.",
+    ),
+    click.option(
+        "--max-queued-bytes",
+        default=Limits().max_queued_bytes,
+        show_default=True,
+        help="Bytes waiting to be sent to a connection before it is cut off as too slow.",
     ),
 ]
 

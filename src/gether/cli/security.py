@@ -15,7 +15,10 @@ from gether.server.auth import (
     JWTAuthenticator,
     PreSharedKeyAuthenticator,
 )
+from gether.sync.connection import Limits
 from gether.transport.tls import ServerTLS, client_context
+
+_LIMITS = Limits()
 
 
 def _read(path: str, what: str) -> str:
@@ -38,6 +41,19 @@ class SecurityOptions:
     hello_timeout: float = 5.0
     token_file: str | None = None
     tls_ca: str | None = None
+    messages_per_second: float = _LIMITS.messages_per_second
+    bytes_per_second: float = _LIMITS.bytes_per_second
+    max_queued_bytes: int = _LIMITS.max_queued_bytes
+
+    def limits(self) -> Limits:
+        """What one connection may cost (the rest at ``Limits``' defaults)."""
+        return Limits(
+            hello_timeout=self.hello_timeout,
+            messages_per_second=self.messages_per_second,
+            message_burst=max(1, round(10 * self.messages_per_second)),  # as the defaults
+            bytes_per_second=self.bytes_per_second,
+            max_queued_bytes=self.max_queued_bytes,
+        )
 
     def authenticator(self) -> Authenticator | None:
         """None: open to anyone (no credentials and no client CA given)."""

@@ -13,7 +13,6 @@ from typing import Any
 from gether.cli.security import SecurityOptions
 from gether.server.hub import HubConfig
 from gether.server.serve import start_server
-from gether.sync.connection import Limits
 
 
 async def serve(
@@ -30,7 +29,7 @@ async def serve(
     authenticator = security.authenticator()
     if authenticator is None and host not in ("127.0.0.1", "::1", "localhost"):
         print("warning: anyone who can reach this server may connect", file=sys.stderr)
-    limits = Limits(hello_timeout=security.hello_timeout)
+    limits = security.limits()
     server = await start_server(
         store_url,
         host,
@@ -74,7 +73,7 @@ async def peer(
         token=security.token(),
         tls=security.tls(),
         ssl_context=security.dial_context(),
-        limits=Limits(hello_timeout=security.hello_timeout),
+        limits=security.limits(),
     ).start(host, port, tcp_port)
     for doc_id in docs:
         await peer.document(doc_id)

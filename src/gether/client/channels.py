@@ -36,6 +36,10 @@ class WebSocketClientChannel:
     async def close(self, going_away: bool = False) -> None:
         await self.ws.close(1001 if going_away else 1000)
 
+    def abort(self) -> None:
+        """Drop the connection now, discarding what is not yet written."""
+        self.ws.transport.abort()
+
 
 Channel = WebSocketClientChannel | StreamChannel
 

@@ -11,7 +11,7 @@ from typing import Any
 from gether.server.auth import Authenticator, info_from_certificate
 from gether.server.hub import DocumentHub
 from gether.server.session import Session
-from gether.server.wsprotocol import frame_limit_setter, peercert
+from gether.server.wsprotocol import aborter, frame_limit_setter, peercert
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,9 +22,12 @@ GOING_AWAY = 1001
 
 
 class WebSocketChannel:
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, abort: Callable[[], None] | None = None
+    ) -> None:
         self._receive = receive
         self._send = send
+        self._abort = abort
         self._closed = False
 
     async def receive(self) -> bytes | None:
@@ -50,6 +53,13 @@ class WebSocketChannel:
             await self._send(
                 {"type": "websocket.close", "code": GOING_AWAY if going_away else 1000}
             )
+
+    def abort(self) -> None:
+        """Drop the connection now. On an ASGI server other than ours there is
+        no such thing: we only stop sending, and the connection ends with the app."""
+        self._closed = True
+        if self._abort is not None:
+            self._abort()
 
 
 class GetherApp:
@@ -83,7 +93,7 @@ class GetherApp:
         max_message = self.hub.config.limits.max_frame_bytes + 4
         session = Session(
             self.hub,
-            WebSocketChannel(receive, send),
+            WebSocketChannel(receive, send, aborter(scope)),
             f"ws:{remote}",
             authenticator=self.authenticator,
             info=info_from_certificate("websocket", remote, tls, peercert(scope)),

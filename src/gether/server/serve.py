@@ -16,6 +16,7 @@ import uvicorn
 from gether.errors import UsageError
 from gether.server.asgi import GetherApp
 from gether.server.auth import Authenticator
+from gether.server.httpprotocol import http_protocol
 from gether.server.hub import DocumentHub, HubConfig
 from gether.server.tcp import TCPServer
 from gether.server.wsprotocol import websocket_protocol
@@ -122,6 +123,8 @@ async def start_server(
         host=host,
         port=port,
         ws=websocket_protocol(limits.max_frame_before_hello + 4),
+        # the upgrade request, too, within the hello timeout (uvicorn has none)
+        http=http_protocol(limits.hello_timeout, limits.send_buffer_bytes),
         lifespan="on",
         log_level="warning",
         ws_max_size=limits.max_frame_bytes + 4,

@@ -5,12 +5,17 @@ and sends what the connection has to say.
 A session we accepted first authenticates: until the peer's hello is read and
 its credentials accepted (all within ``Limits.hello_timeout``), nothing else
 it sends is decoded, and on refusal it gets ``Error(authentication_failed)``
-and is closed."""
+and is closed.
+
+What a session costs the server is bounded (``Limits``): what it reads by a
+budget of frames and bytes per second (``server/limits.py``), what it sends by
+a bounded queue (``server/outbox.py``), so a peer that stops reading is
+disconnected (``slow_consumer``) instead of growing the server's memory, and
+never holds up the fan-out to anyone else."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -20,11 +25,15 @@ from gether.errors import (
     GetherError,
     GoingAwayError,
     LimitExceededError,
+    RateLimitedError,
     SignatureRequiredError,
+    SlowConsumerError,
     StorageError,
 )
 from gether.server.auth import Authenticator, ConnectionInfo, OpenAuthenticator, Principal
 from gether.server.hub import DocumentHub
+from gether.server.limits import Budget
+from gether.server.outbox import Outbox
 from gether.sync.connection import ReceivedEvents, Role, SyncConnection
 from gether.sync.fanout import SharedBatch
 from gether.sync.messages import Hello
@@ -33,6 +42,9 @@ log = logging.getLogger(__name__)
 
 FEED_BYTES = 4096
 """The most a session decodes before applying what it decoded (``_feed``)."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds a closing session waits for what it queued to be sent before it
+aborts the connection (a peer that stopped reading would hold it forever)."""
 
 
 class Channel(Protocol):
@@ -45,6 +57,10 @@ class Channel(Protocol):
     async def send(self, data: bytes) -> None: ...
 
     async def close(self, going_away: bool = False) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the connection now, sending nothing more (a peer that stopped reading)."""
+        ...
 
 
 class Session:
@@ -86,7 +102,11 @@ class Session:
             versions=hub.config.versions,
             admission=role is Role.SERVER,
         )
-        self._send_lock = asyncio.Lock()
+        limits = hub.config.limits
+        self.outbox = Outbox(channel.send, limits.max_queued_bytes)
+        self._budget = Budget(limits, loop.time()) if role is Role.SERVER else None
+        self._charged = 0
+        """Frames decoded so far that were charged to the budget."""
         self._dirty: dict[str, list[SharedBatch] | None] = {}
         """Documents with news: the shared batches in order, or None to work it out."""
         self._flush_scheduled = False
@@ -135,11 +155,59 @@ class Session:
     # -- the loop ------------------------------------------------------------------
 
     async def flush(self) -> None:
-        async with self._send_lock:
-            data = self.conn.data_to_send()
-            if data:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await self.channel.send(data)
+        """Send what the connection has to say, or queue it behind the send
+        under way (``Outbox``); a peer too slow for it is cut off."""
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        if self.outbox.put(data):
+            await self.outbox.pump()
+            return
+        limit = self.outbox.limit
+        self.conn.close(SlowConsumerError(f"more than {limit} bytes waiting to be sent"))
+        self.channel.abort()  # it does not read: the error could not reach it anyway
+
+    def _take(self, data: bytes) -> bool:
+        """Hand received bytes to the connection within the budget; False if
+        the connection is closed now (over budget, or by what it read)."""
+        conn, now = self.conn, self._loop.time()
+        if self._budget is not None:
+            try:
+                self._budget.spend_bytes(len(data), now)
+            except RateLimitedError as exc:
+                conn.close(exc)  # before any of it is decoded
+                return False
+        conn.receive_data(data, now)
+        self._charge()
+        return not conn.closed
+
+    def _charge(self) -> None:
+        """Charge the frames decoded since the last charge (after a read, and
+        after admission decodes what came behind the hello) before any of
+        them is acted on; over the budget, the connection closes."""
+        if self._budget is None:
+            return
+        frames = self.conn.traffic.frames_received
+        try:
+            self._budget.spend_frames(frames - self._charged, self._loop.time())
+        except RateLimitedError as exc:
+            self.conn.close(exc)
+        self._charged = frames
+
+    async def _close_channel(self, going_away: bool = False) -> None:
+        """Send what is queued and the connection's last words, then close;
+        abort if the peer does not take them in time."""
+        if not self.outbox.put(self.conn.data_to_send()):
+            self.channel.abort()
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.outbox.drained()
+                await self.channel.close(going_away=going_away)
+        except TimeoutError:
+            self.channel.abort()
+        except (ConnectionError, OSError):
+            pass
 
     async def run(self) -> None:
         ticker = asyncio.create_task(self._tick())
@@ -164,9 +232,7 @@ class Session:
             ticker.cancel()
             self.hub.sessions.discard(self)
             self.hub.unsubscribe(self)
-            await self.flush()
-            with contextlib.suppress(ConnectionError, OSError):
-                await self.channel.close(going_away=self._closing)
+            await self._close_channel(going_away=self._closing)
             if self.conn.close_reason is not None:
                 reason = self.conn.close_reason
                 log.info("%s closed: [%s] %s", self.name, reason.code, reason.message)
@@ -178,7 +244,8 @@ class Session:
         first was applied and the sender, past its limits, cut off
         (tests/test_hostile.py; docs/architecture.md, "Hostile input")."""
         for start in range(0, len(data), FEED_BYTES):
-            self.conn.receive_data(data[start : start + FEED_BYTES], self._loop.time())
+            if not self._take(data[start : start + FEED_BYTES]):
+                return
             await self._process()
             if self.conn.closed:
                 return
@@ -200,7 +267,7 @@ class Session:
                     if data is None:
                         conn.receive_eof()
                         return False
-                    conn.receive_data(data, self._loop.time())
+                    self._take(data)
                     await self.flush()
         except TimeoutError:
             if conn.peer is None:
@@ -223,6 +290,7 @@ class Session:
         if self._on_admitted is not None:
             self._on_admitted()
         self.conn.admit()  # decodes the frames behind the hello, for _process
+        self._charge()
 
     async def _process(self) -> None:
         conn = self.conn
@@ -266,15 +334,13 @@ class Session:
         while not self.conn.closed:
             await asyncio.sleep(1.0)
             self.conn.tick(self._loop.time())
-            await self.flush()
             if self.conn.closed:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await self.channel.close()
+                await self._close_channel()
+            else:
+                await self.flush()
 
     async def shut_down(self) -> None:
         """Server shutdown: tell the client, flush, close."""
         self._closing = True
         self.conn.close(GoingAwayError("the server is shutting down"))
-        await self.flush()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.channel.close(going_away=True)
+        await self._close_channel(going_away=True)

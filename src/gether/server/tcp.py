@@ -9,7 +9,7 @@ import ssl
 from gether.server.auth import Authenticator, info_from_certificate
 from gether.server.hub import DocumentHub
 from gether.server.session import Session
-from gether.transport.stream import StreamChannel
+from gether.transport.stream import StreamChannel, set_send_buffer
 
 
 class TCPServer:
@@ -38,6 +38,7 @@ class TCPServer:
             # session would be told to shut down, and wait_closed() would wait for it
             writer.close()
             return
+        set_send_buffer(writer.transport, self.hub.config.limits.send_buffer_bytes)
         peer = writer.get_extra_info("peername") or ("?", 0)
         remote = f"{peer[0]}:{peer[1]}"
         ssl_object = writer.get_extra_info("ssl_object")

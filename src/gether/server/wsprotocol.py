@@ -1,6 +1,8 @@
-"""uvicorn's sans-I/O WebSocket protocol with two additions the ASGI scope
+"""uvicorn's sans-I/O WebSocket protocol with three additions the ASGI scope
 lacks: the verified TLS client certificate (as ``getpeercert()`` gives it),
-and a message size limit the app can raise once the peer is authenticated.
+a message size limit the app can raise once the peer is authenticated, and a
+way to abort the connection (ASGI can only ask to close it, which waits for
+a peer that may never read again).
 
 Without the second, uvicorn would buffer a whole message of ``ws_max_size``
 (16 MiB) from anyone before our hello check ever saw a byte of it.
@@ -14,10 +16,14 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from gether.transport.stream import abort_transport
+
 CERTIFICATE = "gether.peercert"
 """Scope extension: ``{"peercert": dict | None}``."""
 FRAME_LIMIT = "gether.frame_limit"
 """Scope extension: ``{"set": callable(max_bytes)}``, the WebSocket message limit now."""
+ABORT = "gether.abort"
+"""Scope extension: ``{"abort": callable()}``, drop the connection now."""
 
 
 def websocket_protocol(before_hello: int) -> type[WebSocketsSansIOProtocol]:
@@ -37,6 +43,8 @@ def websocket_protocol(before_hello: int) -> type[WebSocketsSansIOProtocol]:
             # the app task has not run yet: frames read from now on obey this
             self.conn.max_message_size = before_hello
             extensions[FRAME_LIMIT] = {"set": self._set_limit}
+            transport = self.transport
+            extensions[ABORT] = {"abort": lambda: abort_transport(transport)}
 
         def _set_limit(self, max_bytes: int) -> None:
             self.conn.max_message_size = max_bytes
@@ -48,6 +56,12 @@ def frame_limit_setter(scope: MutableMapping[str, Any]) -> Callable[[int], None]
     """The limit's setter, when the app runs on ``websocket_protocol``."""
     extension = scope.get("extensions", {}).get(FRAME_LIMIT)
     return None if extension is None else extension["set"]
+
+
+def aborter(scope: MutableMapping[str, Any]) -> Callable[[], None] | None:
+    """What drops the connection now, when the app runs on ``websocket_protocol``."""
+    extension = scope.get("extensions", {}).get(ABORT)
+    return None if extension is None else extension["abort"]
 
 
 def peercert(scope: MutableMapping[str, Any]) -> dict[str, Any] | None:

@@ -115,6 +115,28 @@ class Limits:
     """Seconds until the peer is introduced and admitted (authenticated)."""
     idle_timeout: float = 60.0
     ping_interval: float = 20.0
+    # What one connection a server accepted may cost it (server/limits.py): over a
+    # budget or the queue bound, that connection alone is closed, with
+    # ``rate_limited`` or ``slow_consumer``. The bursts let an honest client
+    # upload or download a large document at once; the rates are far above
+    # what typing costs (a keystroke: one frame of about 100 bytes).
+    messages_per_second: float = 200.0
+    """Frames a connection may send per second, sustained."""
+    message_burst: int = 2_000
+    """Frames at once (a mesh peer subscribes to up to ``max_documents``)."""
+    bytes_per_second: float = 1 << 20
+    """Bytes a connection may send per second, sustained."""
+    byte_burst: int = 64 << 20
+    """Bytes at once: a few frames of the largest size."""
+    max_queued_bytes: int = 4 << 20
+    """Bytes waiting to be sent to a connection, behind the write under way
+    (which may be a whole document's catch-up); past it the peer is too slow."""
+    send_buffer_bytes: int | None = None
+    """The kernel's send buffer of each accepted socket (``SO_SNDBUF``). None
+    keeps the system's autotuning, which lets it grow to ``tcp_wmem``'s
+    maximum (4 MiB on Linux) for a peer that stops reading, before the queue
+    above fills; set it to bound that memory too, at some cost in throughput
+    on links with a long round trip."""
 
 
 @dataclass(slots=True)
@@ -125,6 +147,7 @@ class Traffic:
     events_received: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    frames_received: int = 0
 
     def __add__(self, other: Traffic) -> Traffic:
         return Traffic(
@@ -132,6 +155,7 @@ class Traffic:
             self.events_received + other.events_received,
             self.bytes_sent + other.bytes_sent,
             self.bytes_received + other.bytes_received,
+            self.frames_received + other.frames_received,
         )
 
 
@@ -455,6 +479,7 @@ class SyncConnection:
     def _read_frames(self) -> None:
         # a hello waiting for admission holds back everything behind it
         while self._waiting is None and (payload := self._reader.next()) is not None:
+            self.traffic.frames_received += 1
             self._handle(
                 decode(
                     payload,

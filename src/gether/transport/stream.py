@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 
 READ_SIZE = 64 * 1024
+
+
+def abort_transport(transport: asyncio.WriteTransport) -> None:
+    """Drop a connection now with a reset: what the kernel still holds for a
+    peer that stopped reading is discarded too, instead of being retried for
+    minutes by an orphaned socket."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def set_send_buffer(transport: asyncio.BaseTransport, size: int | None) -> None:
+    """Fix the kernel's send buffer of a connection (None: leave it to the system)."""
+    sock = transport.get_extra_info("socket")
+    if size is not None and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 class StreamChannel:
@@ -24,6 +45,10 @@ class StreamChannel:
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
+
+    def abort(self) -> None:
+        """Drop the connection now, discarding what is not yet written."""
+        abort_transport(self.writer.transport)
 
     async def close(self, going_away: bool = False) -> None:
         if not self.writer.is_closing():
