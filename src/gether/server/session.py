@@ -23,7 +23,9 @@ from gether.errors import (
     SignatureRequiredError,
     StorageError,
 )
+from gether.server import gate
 from gether.server.auth import Authenticator, ConnectionInfo, OpenAuthenticator, Principal
+from gether.server.authz import Rights
 from gether.server.hub import DocumentHub
 from gether.sync.connection import ReceivedEvents, Role, SyncConnection
 from gether.sync.fanout import SharedBatch
@@ -71,6 +73,8 @@ class Session:
         self.info = info or ConnectionInfo("unknown", name)
         self.principal: Principal | None = None
         """Who the peer is, once authenticated (a session we accepted)."""
+        self.rights: Rights | None = None
+        """What it may read and push (``server/authz.py``), once authenticated."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.conn = SyncConnection(
@@ -94,7 +98,10 @@ class Session:
 
     def document_opened(self, doc_id: str) -> None:
         """A document the hub holds now (a mesh session subscribes to it)."""
-        if self.mesh and not self.conn.closed:
+        hosted = self.hub.loaded(doc_id)
+        if self.mesh and not self.conn.closed and hosted is not None:
+            if gate.read_refusal(self, hosted) is not None:
+                return
             self.hub.subscribe(doc_id, self)
             self.conn.subscribe(doc_id)
             self.document_changed(doc_id)
@@ -206,6 +213,7 @@ class Session:
             log.info("%s (%s) not authenticated: %s", self.name, hello.peer_id, exc)
             self.conn.deny(exc)
             return
+        self.rights = Rights(self.principal, self.hub.config.authorization)
         if self._on_admitted is not None:
             self._on_admitted()
         self.conn.admit()  # decodes the frames behind the hello, for _process
@@ -221,6 +229,10 @@ class Session:
             if conn.unsigned(doc_id) and self.hub.signed(doc_id):
                 conn.refuse(doc_id, SignatureRequiredError(f"{doc_id} is hosted signed"))
                 continue
+            refusal = gate.read_refusal(self, hosted)
+            if refusal is not None:
+                conn.refuse(doc_id, refusal)
+                continue
             self.hub.subscribe(doc_id, self)
             conn.accept(doc_id, live=hosted.shared)
         for received in conn.events_received():
@@ -235,7 +247,7 @@ class Session:
         if conn.closed:
             return  # an earlier batch closed the connection: nothing more of it counts
         try:
-            rejected = await self.hub.receive(received.doc_id, received.events, self)
+            rejected = await gate.receive(self, received.doc_id, received.events)
         except (StorageError, LimitExceededError) as exc:
             conn.close(exc)  # nothing of it is acknowledged
         else:

@@ -1,0 +1,99 @@
+"""The server's audit trail: for each event a connection pushes, who sent it
+(key id, authenticated subject, connection), what it wrote, when its author
+made it, and whether it was accepted; stored beside the events
+(``EventStore.append_audit``) and shown by ``gether log``.
+
+Records are written after the events they describe, in groups (one store
+write for all the records gathered while the previous one ran), off the path
+of acknowledgements: a crash may lose the last records, never an event, and
+accepted events stay listable from the event log alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+from gether.core.event import Event
+from gether.core.writes import Write, summarize
+from gether.errors import GetherError
+from gether.store.base import AuditRecord, EventStore
+
+log = logging.getLogger(__name__)
+
+MAX_HLC = (1 << 63) - 1
+"""Stores keep signed 64-bit integers; a forged stamp above is clamped."""
+MAX_TEXT = 1_000
+
+
+def audit_records(
+    events: Sequence[Event],
+    writes: Sequence[Sequence[Write]],
+    verdicts: Mapping[tuple[str, int], tuple[str, str | None]],
+    subject: str,
+    connection: str,
+    received: float | None = None,
+) -> list[AuditRecord]:
+    """One record per event: ``verdicts`` maps its id to ``(verdict, code)``."""
+    now = time.time() if received is None else received
+    out = []
+    for event, written in zip(events, writes, strict=True):
+        verdict, code = verdicts[event.id]
+        out.append(
+            AuditRecord(
+                event.id[0][:MAX_TEXT],
+                event.id[1],
+                event.key_id.hex(),
+                subject[:MAX_TEXT],
+                connection[:MAX_TEXT],
+                min(event.hlc, MAX_HLC),
+                now,
+                summarize(written)[:MAX_TEXT],
+                verdict,
+                code,
+            )
+        )
+    return out
+
+
+class AuditTrail:
+    """The records a hub has to write, written in the background in groups."""
+
+    def __init__(self, store: EventStore, enabled: bool = True) -> None:
+        self.store = store
+        self.enabled = enabled
+        self._waiting: dict[str, list[AuditRecord]] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    def record(self, doc_id: str, records: Iterable[AuditRecord]) -> None:
+        if not self.enabled:
+            return
+        self._waiting.setdefault(doc_id, []).extend(records)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._waiting:
+            waiting, self._waiting = self._waiting, {}
+            for doc_id, records in waiting.items():
+                try:
+                    await self.store.append_audit(doc_id, records)
+                except GetherError as exc:
+                    # serving goes on; the events themselves are stored
+                    log.error(
+                        "lost %d audit record(s) of %s: [%s] %s",
+                        len(records),
+                        doc_id,
+                        exc.code,
+                        exc,
+                    )
+
+    async def flush(self) -> None:
+        """Return once every record given so far is written."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def close(self) -> None:
+        await self.flush()
