@@ -10,7 +10,8 @@ import click
 from rich.console import Console
 
 from gether.cli.demo import run_demo
-from gether.cli.inspect import inspect_document, replay_document, show_log
+from gether.cli.inspect import inspect_document, replay_document
+from gether.cli.log import show_log
 from gether.errors import GetherError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,10 +57,12 @@ def _guarded(action: Callable[[], None]) -> None:
 @main.command()
 @click.argument("url")
 @click.argument("doc_id")
-@click.option("--limit", type=int, default=None, help="Show only the newest N events.")
-def log(url: str, doc_id: str, limit: int | None) -> None:
-    """The events of a document, oldest first: who, when, what."""
-    _guarded(lambda: show_log(Console(), url, doc_id, limit))
+@click.option("--limit", type=int, default=None, help="Show only the newest N rows.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
+def log(url: str, doc_id: str, limit: int | None, as_json: bool) -> None:
+    """Who (key id, token subject) did what to a document, when, and whether
+    the server accepted it; oldest first."""
+    _guarded(lambda: show_log(Console(stderr=as_json), url, doc_id, limit, as_json))
 
 
 @main.command()

@@ -10,6 +10,7 @@ its own events create (``WriteFinder.batch``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from gether.core.access import Path, _key_of, _places
 from gether.core.event import Event
@@ -27,6 +28,9 @@ from gether.core.ops import (
     TEXT_INSERT,
 )
 from gether.core.state import DocState
+
+if TYPE_CHECKING:
+    from gether.core.document import Document
 
 OP_NAMES = {
     MAP_SET: "set",
@@ -85,3 +89,10 @@ def summarize(writes: Iterable[Write], limit: int = 6) -> str:
     more = len(items) - limit
     shown = ", ".join(items[:limit]) if items else "(no ops)"
     return shown + (f", +{more} more" if more > 0 else "")
+
+
+def describe_events(doc: Document, events: Sequence[Event]) -> list[str]:
+    """``summarize`` of each event, placed by ``doc`` (which holds them, or
+    their containers' creators)."""
+    places: Places = {}
+    return [summarize(event_writes(doc._state, event, places)) for event in events]

@@ -168,11 +168,12 @@ class Rights:
                     " and a document is sent whole"
                 )
             return ForbiddenError(f"{self.subject} has no role on {doc_id!r}")
-        if self.keys is not None and not self.relays(doc_id) and not doc.access.is_open:
-            if not any(doc.access.role(k, "/") for k in (*sorted(self.keys), "*")):
-                return ForbiddenError(
-                    f"no key of {self.subject} may read {doc_id!r} (its policy grants none on /)"
-                )
+        if self.keys is None or self.relays(doc_id) or doc.access.is_open:
+            return None
+        if not any(doc.access.role(k, "/") for k in (*sorted(self.keys), "*")):
+            return ForbiddenError(
+                f"no key of {self.subject} may read {doc_id!r} (its policy grants none on /)"
+            )
         return None
 
     # -- writing -----------------------------------------------------------------------
