@@ -17,6 +17,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import gether
 from gether.core.event import Event
@@ -141,13 +142,7 @@ def show_log(console: Console, url: str, doc_id: str, limit: int | None, as_json
     for number, row in enumerate(shown, start=first):
         verdict = row.verdict if row.code is None else f"{row.verdict} [{row.code}]"
         style = {"accepted": "green", "rejected": "red"}.get(row.verdict, "yellow")
-        table.add_row(
-            str(number),
-            row.when,
-            row.event,
-            row.key_id,
-            row.subject or "-",
-            row.what,
-            f"[{style}]{verdict}[/]",
-        )
+        # as Text, never markup: subjects and ids come from clients
+        cells = (str(number), row.when, row.event, row.key_id, row.subject or "-", row.what)
+        table.add_row(*(Text(cell) for cell in cells), Text(verdict, style=style))
     console.print(table)
