@@ -27,6 +27,7 @@ from gether.store import open_blocking_store
 from gether.sync import Error, Hello, Subscribe
 from gether.sync.framing import FrameReader, frame
 from gether.sync.messages import decode, encode
+from gether.testing.servers import ServerProcess
 
 SECRET = b"z" * 32
 AUDIENCE = "gether-authz"
@@ -346,3 +347,25 @@ async def test_accepted_events_are_listed_without_audit_records(
     assert [(r["verdict"], r["what"]) for r in rows] == [("accepted", "set /a")]
     assert rows[0]["subject"] == ("w" if audit else None)
     assert rows[0]["key_id"] == doc.key.key_id.hex()
+
+
+def test_gether_serve_authorize(tmp_path: Path) -> None:
+    secret = tmp_path / "jwt.secret"
+    secret.write_bytes(SECRET)
+    extra = ["--jwt-secret", str(secret), "--jwt-audience", AUDIENCE, "--authorize"]
+    with ServerProcess(f"sqlite:///{tmp_path}/s.db", extra=extra) as server:
+
+        async def scenario() -> None:
+            alice = gether.Document("alice", key=ALICE)
+            alice["a"] = 1
+            alice_token = token("alice", ["writer@d"], [ALICE])
+            async with gether.connect(server.ws_url, "d", doc=alice, token=alice_token) as s:
+                await s.sync()
+            async with gether.connect(server.tcp_url, "d", token=token("eve")) as s:
+                assert (await error_of(s)).code == "forbidden"
+
+        asyncio.run(scenario())
+        assert server.stop() == 0
+    result = CliRunner().invoke(main, ["log", f"sqlite:///{tmp_path}/s.db", "d", "--json"])
+    rows = json.loads(result.output)
+    assert [(r["subject"], r["verdict"]) for r in rows] == [("alice", "accepted")]

@@ -193,6 +193,13 @@ def _security_options(command: F) -> F:
     metavar="PATTERN",
     help="Host documents whose id matches this glob without per-event signatures (repeatable).",
 )
+@click.option(
+    "--authorize",
+    is_flag=True,
+    help="Connections read and write only as their roles claim allows (reader, writer:/path, "
+    "admin@doc-glob, relay) and push only events of the keys their keys claim names.",
+)
+@click.option("--no-audit", is_flag=True, help="Keep no audit record of received events.")
 @_security_options
 def serve(
     store_url: str,
@@ -202,6 +209,8 @@ def serve(
     snapshot_every: int,
     coalesce: float,
     unsigned: tuple[str, ...],
+    authorize: bool,
+    no_audit: bool,
     **security: object,
 ) -> None:
     """Run a sync server: WebSocket on --port, raw TCP on --tcp-port. With
@@ -221,6 +230,8 @@ def serve(
                 coalesce,
                 SecurityOptions(**security),  # type: ignore[arg-type]
                 unsigned,
+                authorize=authorize,
+                audit=not no_audit,
             )
         )
     )
