@@ -9,7 +9,7 @@ its own events create (``WriteFinder.batch``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gether.core.access import Path, _key_of, _places
@@ -79,8 +79,11 @@ def pointer_of(path: Path) -> str:
     )
 
 
-def summarize(writes: Iterable[Write], limit: int = 6) -> str:
+def summarize(writes: Sequence[Write], limit: int = 6) -> str:
     """``set /todos/-/done, type /body`` (repeats counted, at most ``limit``)."""
+    if len(writes) == 1:  # a keystroke
+        verb, path = writes[0]
+        return f"{verb} {pointer_of(path)}"
     counts: dict[str, int] = {}
     for verb, path in writes:
         item = f"{verb} {pointer_of(path)}"

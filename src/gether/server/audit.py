@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from gether.core.event import Event
 from gether.core.writes import Write, summarize
@@ -34,10 +34,9 @@ def audit_records(
     verdicts: Mapping[tuple[str, int], tuple[str, str | None]],
     subject: str,
     connection: str,
-    received: float | None = None,
+    received: float,
 ) -> list[AuditRecord]:
     """One record per event: ``verdicts`` maps its id to ``(verdict, code)``."""
-    now = time.time() if received is None else received
     out = []
     for event, written in zip(events, writes, strict=True):
         verdict, code = verdicts[event.id]
@@ -49,7 +48,7 @@ def audit_records(
                 subject[:MAX_TEXT],
                 connection[:MAX_TEXT],
                 min(event.hlc, MAX_HLC),
-                now,
+                received,
                 summarize(written)[:MAX_TEXT],
                 verdict,
                 code,
@@ -58,26 +57,44 @@ def audit_records(
     return out
 
 
+Verdicts = Mapping[tuple[str, int], tuple[str, str | None]]
+_Received = tuple[Sequence[Event], Sequence[Sequence[Write]], Verdicts, str, str, float]
+
+
 class AuditTrail:
-    """The records a hub has to write, written in the background in groups."""
+    """The records a hub has to write, made and written in the background in
+    groups (so that neither delays the acknowledgement of their events)."""
 
     def __init__(self, store: EventStore, enabled: bool = True) -> None:
         self.store = store
         self.enabled = enabled
-        self._waiting: dict[str, list[AuditRecord]] = {}
+        self._waiting: dict[str, list[_Received]] = {}
         self._writer: asyncio.Task[None] | None = None
 
-    def record(self, doc_id: str, records: Iterable[AuditRecord]) -> None:
-        if not self.enabled:
+    def record(
+        self,
+        doc_id: str,
+        events: Sequence[Event],
+        writes: Sequence[Sequence[Write]],
+        verdicts: Verdicts,
+        subject: str,
+        connection: str,
+    ) -> None:
+        """Audit a received batch: ``verdicts`` maps each event's id to
+        ``(verdict, error code)``."""
+        if not self.enabled or not events:
             return
-        self._waiting.setdefault(doc_id, []).extend(records)
+        received = (events, writes, verdicts, subject, connection, time.time())
+        self._waiting.setdefault(doc_id, []).append(received)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
+        await asyncio.sleep(0)  # let the acknowledgements go first
         while self._waiting:
             waiting, self._waiting = self._waiting, {}
-            for doc_id, records in waiting.items():
+            for doc_id, batches in waiting.items():
+                records = [r for batch in batches for r in audit_records(*batch)]
                 try:
                     await self.store.append_audit(doc_id, records)
                 except GetherError as exc:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from gether.core.event import Event
 from gether.core.writes import Write, batch_writes
 from gether.errors import ForbiddenError, GetherError, RejectedEventsError
-from gether.server.audit import audit_records
 from gether.server.hub import DocumentHub, HostedDocument
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ async def receive(session: Session, doc_id: str, events: Sequence[Event]) -> Get
     hub = session.hub
     hosted = await hub.open(doc_id)
     doc = hosted.doc
-    fresh = [e for e in events if doc.known_event(e.id) is None]  # resent ones say nothing new
+    fresh = [e for e in events if not _held(doc.known_event(e.id), e)]  # resent: nothing new
     rights = session.rights
     signed = hub.signed(doc_id)
     if rights is not None and rights.needs_authors(doc_id, signed):
@@ -53,6 +52,10 @@ async def receive(session: Session, doc_id: str, events: Sequence[Event]) -> Get
     if fresh:
         _audit(session, doc_id, fresh, writes, _verdicts(hosted, fresh, rejected))
     return rejected
+
+
+def _held(known: Event | None, event: Event) -> bool:
+    return known is not None and known.hash == event.hash
 
 
 async def _load_authors(hub: DocumentHub, doc_id: str) -> None:
@@ -89,10 +92,7 @@ def _audit(
     writes: Sequence[Sequence[Write]],
     verdicts: dict[tuple[str, int], tuple[str, str | None]],
 ) -> None:
-    if not events:
-        return
     principal = session.principal
     subject = principal.subject if principal is not None else f"({session.name})"
     connection = f"{session.info.transport} {session.info.remote}"
-    records = audit_records(events, writes, verdicts, subject, connection)
-    session.hub.audit.record(doc_id, records)
+    session.hub.audit.record(doc_id, events, writes, verdicts, subject, connection)

@@ -124,7 +124,6 @@ MIGRATIONS: tuple[str, ...] = (
         code        TEXT
     );
     CREATE INDEX audit_doc ON audit (doc, id);
-    CREATE INDEX audit_authors ON audit (doc, key_id, verdict, id);
     """,
 )
 
