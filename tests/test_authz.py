@@ -13,14 +13,17 @@ from typing import Any
 import jwt
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 import gether
 from gether.cli.main import main
 from gether.client import ClientSession
+from gether.core.access import ROLES, Policy, pointer
 from gether.core.ids import Version
 from gether.core.keys import SigningKey
-from gether.server.auth import JWTAuthenticator
-from gether.server.authz import Authorization, parse_grant
+from gether.server.auth import JWTAuthenticator, Principal
+from gether.server.authz import Authorization, Rights, keys_claimed, parse_grant
 from gether.server.hub import HubConfig
 from gether.server.serve import GetherServer, start_server
 from gether.store import open_blocking_store
@@ -88,6 +91,33 @@ def test_server_roles_parse() -> None:
     assert parse_grant("superuser") is None and parse_grant("writer:todos") is None
     relay = parse_grant("relay")
     assert relay is not None and relay.relay
+
+
+def test_keys_claims() -> None:
+    a, b = ALICE.key_id.hex(), BOB.key_id.hex()
+    assert keys_claimed({}) is None
+    assert keys_claimed({"keys": [a, b.upper()]}) == {a, b}
+    assert keys_claimed({"keys": f"{a} {b}"}) == {a, b}
+    # what is not a key id binds nothing: never an error, never a wildcard
+    assert keys_claimed({"keys": ["*", "zz" * 8, a + "00", 7]}) == frozenset()
+    assert keys_claimed({"keys": {"a": 1}}) == frozenset()
+
+
+PATHS = st.lists(st.sampled_from(["a", "b", "c"]), max_size=3).map(tuple)
+
+
+@given(
+    grants=st.lists(st.tuples(st.sampled_from(sorted(ROLES)), PATHS), max_size=5),
+    path=PATHS,
+)
+def test_server_roles_rank_paths_as_the_document_policy_does(
+    grants: list[tuple[str, tuple[str, ...]]], path: tuple[str, ...]
+) -> None:
+    roles = frozenset(f"{role}:{pointer(scope)}" for role, scope in grants)
+    rights = Rights(Principal("p", roles), Authorization())
+    policy = Policy({"k": [(scope, ROLES[role]) for role, scope in grants]})
+    assert rights._rank("doc", path) == policy.rank("k", path)
+    assert rights._rank("doc", (*path, None)) == policy.rank("k", (*path, None))
 
 
 # -- reading ----------------------------------------------------------------------------

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 MAX_HLC = (1 << 63) - 1
 """Stores keep signed 64-bit integers; a forged stamp above is clamped."""
 MAX_TEXT = 1_000
+MAX_WAITING = 10_000
+"""Batches waiting for the audit writer, at most: past it (a store far slower
+than the clients) records are dropped and counted, not kept in memory."""
 
 
 def audit_records(
@@ -69,7 +72,10 @@ class AuditTrail:
         self.store = store
         self.enabled = enabled
         self._waiting: dict[str, list[_Received]] = {}
+        self._count = 0
         self._writer: asyncio.Task[None] | None = None
+        self.dropped = 0
+        """Records dropped because the writer fell too far behind."""
 
     def record(
         self,
@@ -84,15 +90,21 @@ class AuditTrail:
         ``(verdict, error code)``."""
         if not self.enabled or not events:
             return
+        if self._count >= MAX_WAITING:
+            if not self.dropped:
+                log.error("the audit writer is behind: dropping records (see .dropped)")
+            self.dropped += len(events)
+            return
         received = (events, writes, verdicts, subject, connection, time.time())
         self._waiting.setdefault(doc_id, []).append(received)
+        self._count += 1
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
         await asyncio.sleep(0)  # let the acknowledgements go first
         while self._waiting:
-            waiting, self._waiting = self._waiting, {}
+            waiting, self._waiting, self._count = self._waiting, {}, 0
             for doc_id, batches in waiting.items():
                 records = [r for batch in batches for r in audit_records(*batch)]
                 try:
