@@ -399,3 +399,35 @@ def test_gether_serve_authorize(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["log", f"sqlite:///{tmp_path}/s.db", "d", "--json"])
     rows = json.loads(result.output)
     assert [(r["subject"], r["verdict"]) for r in rows] == [("alice", "accepted")]
+
+
+async def test_gether_log_on_postgresql(postgres_url: str) -> None:
+    running = await start_server(
+        postgres_url,
+        port=0,
+        config=HubConfig(authorization=Authorization()),
+        handle_signals=False,
+        authenticator=JWTAuthenticator(SECRET, audience=AUDIENCE),
+    )
+    try:
+        alice = gether.Document("alice", key=ALICE)
+        alice["a"] = 1
+        async with gether.connect(
+            running.ws_url, "pg", doc=alice, token=token("alice", ["writer"], [ALICE])
+        ) as session:
+            await session.sync()
+        mallory = gether.Document("mallory", key=BOB)
+        mallory["a"] = 2
+        async with gether.connect(
+            running.ws_url, "pg", doc=mallory, token=token("mallory", ["writer"], [ALICE])
+        ) as session:
+            assert (await error_of(session)).code == "author_not_bound"
+    finally:
+        await running.stop()
+    result = CliRunner().invoke(main, ["log", postgres_url, "pg", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["subject"], r["key_id"], r["verdict"], r["code"]) for r in rows] == [
+        ("alice", ALICE.key_id.hex(), "accepted", None),
+        ("mallory", BOB.key_id.hex(), "rejected", "author_not_bound"),
+    ]
