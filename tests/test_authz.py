@@ -206,10 +206,11 @@ async def test_the_documents_policy_decides_what_bound_keys_may_read(tmp_path: P
 # -- writing ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("versions", [(1, 2), (1,)], ids=["v2", "v1"])
 async def test_a_client_bound_to_key_a_cannot_push_events_signed_by_key_b(
-    tmp_path: Path,
+    tmp_path: Path, versions: tuple[int, ...]
 ) -> None:
-    running = await serve(tmp_path, authorization=Authorization())
+    running = await serve(tmp_path, authorization=Authorization(), versions=versions)
     try:
         assert running.tcp_url is not None
         for url in (running.ws_url, running.tcp_url):
