@@ -203,6 +203,37 @@ async def test_the_documents_policy_decides_what_bound_keys_may_read(tmp_path: P
         await running.stop()
 
 
+async def test_a_reader_whose_key_loses_its_role_is_cut_off(tmp_path: Path) -> None:
+    running = await serve(tmp_path, authorization=Authorization())
+    try:
+        admin = gether.Document("alice", key=ALICE)
+        admin.access.grant(ALICE.key_id, "admin")
+        admin.access.grant(BOB.key_id, "reader")
+        admin["news"] = 1
+        alice_token = token("alice", ["admin"], [ALICE])
+        bob_token = token("bob", ["reader"], [BOB])
+        async with gether.connect(running.ws_url, "d", doc=admin, token=alice_token) as session:
+            await session.sync()
+            bob = gether.Document("bob", key=BOB)
+            async with gether.connect(
+                running.ws_url, "d", doc=bob, token=bob_token, backoff=(0.05, 0.1)
+            ) as reader:
+                await reader.sync()
+                assert bob["news"] == 1
+                admin.access.revoke(BOB.key_id)
+                await session.sync()
+                error = await error_of(reader)
+                assert error.code == "forbidden"
+                admin["news"] = 2
+                await session.sync()
+                await asyncio.sleep(0.5)  # it redials, and is refused
+                assert bob["news"] == 1
+                assert [e.code for e in reader.errors if e.code != "forbidden"] == []
+                assert len(reader.errors) >= 2
+    finally:
+        await running.stop()
+
+
 # -- writing ----------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gether.core.access import touches_policy
 from gether.core.event import Event
 from gether.core.writes import Write, batch_writes
 from gether.errors import ForbiddenError, GetherError, RejectedEventsError
@@ -50,8 +51,23 @@ async def receive(session: Session, doc_id: str, events: Sequence[Event]) -> Get
             return refusal
     rejected = await hub.receive(doc_id, events, session)
     if fresh:
-        _audit(session, doc_id, fresh, writes, _verdicts(hosted, fresh, rejected))
+        verdicts = _verdicts(hosted, fresh, rejected)
+        _audit(session, doc_id, fresh, writes, verdicts)
+        if any(touches_policy(e) and verdicts[e.id][0] == "accepted" for e in fresh):
+            recheck_readers(hosted)
     return rejected
+
+
+def recheck_readers(hosted: HostedDocument) -> None:
+    """The document's policy changed: close the subscribers that may no
+    longer read it (before the fan-out sends them what comes next)."""
+    from gether.server.session import Session  # it imports this module
+
+    for subscriber in list(hosted.subscribers):
+        if isinstance(subscriber, Session):
+            refusal = read_refusal(subscriber, hosted)
+            if refusal is not None:
+                subscriber.forbid(refusal)
 
 
 def _held(known: Event | None, event: Event) -> bool:

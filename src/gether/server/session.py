@@ -117,6 +117,13 @@ class Session:
             self._flush_scheduled = True
             self._loop.call_soon(self._start_flush)  # the hub coalesced already
 
+    def forbid(self, error: GetherError) -> None:
+        """It may no longer read a document it is subscribed to (its keys lost
+        their role in the document's policy): say why and close."""
+        self.hub.unsubscribe(self)
+        self.conn.close(error)
+        self._start_flush()  # sends the error; the ticker closes the channel
+
     def _start_flush(self) -> None:
         task = asyncio.ensure_future(self._flush_dirty())
         self._tasks.add(task)
