@@ -15,9 +15,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from gether.core.event import Event
-from gether.core.writes import Write, summarize
+from gether.core.state import DocState
+from gether.core.writes import Write, batch_writes, summarize
 from gether.errors import GetherError
 from gether.store.base import AuditRecord, EventStore
 
@@ -61,7 +63,25 @@ def audit_records(
 
 
 Verdicts = Mapping[tuple[str, int], tuple[str, str | None]]
-_Received = tuple[Sequence[Event], Sequence[Sequence[Write]], Verdicts, str, str, float]
+Writes = Sequence[Sequence[Write]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    events: Sequence[Event]
+    writes: Writes | None
+    state: DocState
+    verdicts: Verdicts
+    subject: str
+    connection: str
+    received: float
+
+    def records(self) -> list[AuditRecord]:
+        # places never change, so the state may have moved on since
+        writes = self.writes if self.writes is not None else batch_writes(self.state, self.events)
+        return audit_records(
+            self.events, writes, self.verdicts, self.subject, self.connection, self.received
+        )
 
 
 class AuditTrail:
@@ -81,13 +101,15 @@ class AuditTrail:
         self,
         doc_id: str,
         events: Sequence[Event],
-        writes: Sequence[Sequence[Write]],
+        writes: Writes | None,
+        state: DocState,
         verdicts: Verdicts,
         subject: str,
         connection: str,
     ) -> None:
         """Audit a received batch: ``verdicts`` maps each event's id to
-        ``(verdict, error code)``."""
+        ``(verdict, error code)``; ``writes`` are worked out from ``state``
+        (the document's) later if not given."""
         if not self.enabled or not events:
             return
         if self._count >= MAX_WAITING:
@@ -95,7 +117,7 @@ class AuditTrail:
                 log.error("the audit writer is behind: dropping records (see .dropped)")
             self.dropped += len(events)
             return
-        received = (events, writes, verdicts, subject, connection, time.time())
+        received = _Received(events, writes, state, verdicts, subject, connection, time.time())
         self._waiting.setdefault(doc_id, []).append(received)
         self._count += 1
         if self._writer is None or self._writer.done():
@@ -106,7 +128,7 @@ class AuditTrail:
         while self._waiting:
             waiting, self._waiting, self._count = self._waiting, {}, 0
             for doc_id, batches in waiting.items():
-                records = [r for batch in batches for r in audit_records(*batch)]
+                records = [r for batch in batches for r in batch.records()]
                 try:
                     await self.store.append_audit(doc_id, records)
                 except GetherError as exc:

@@ -38,21 +38,19 @@ async def receive(session: Session, doc_id: str, events: Sequence[Event]) -> Get
     signed = hub.signed(doc_id)
     if rights is not None and rights.needs_authors(doc_id, signed):
         await _load_authors(hub, doc_id)
-    roles = rights is not None and rights.scopes_writes
-    if fresh and (roles or hub.audit.enabled):
+    writes: list[list[Write]] | None = None  # the audit works them out later
+    if rights is not None and rights.scopes_writes and fresh:
         writes = batch_writes(doc._state, fresh)
-    else:
-        writes = [[] for _ in fresh]
     if rights is not None:
-        refusal = rights.write_refusal(doc_id, fresh, writes, signed, hub.authors)
+        refusal = rights.write_refusal(doc_id, fresh, writes or [], signed, hub.authors)
         if refusal is not None:
             verdict = ("rejected", refusal.code)
-            _audit(session, doc_id, fresh, writes, dict.fromkeys((e.id for e in fresh), verdict))
+            _audit(session, hosted, fresh, writes, dict.fromkeys((e.id for e in fresh), verdict))
             return refusal
     rejected = await hub.receive(doc_id, events, session)
     if fresh:
         verdicts = _verdicts(hosted, fresh, rejected)
-        _audit(session, doc_id, fresh, writes, verdicts)
+        _audit(session, hosted, fresh, writes, verdicts)
         if any(touches_policy(e) and verdicts[e.id][0] == "accepted" for e in fresh):
             recheck_readers(hosted)
     return rejected
@@ -103,12 +101,13 @@ def _verdicts(
 
 def _audit(
     session: Session,
-    doc_id: str,
+    hosted: HostedDocument,
     events: Sequence[Event],
-    writes: Sequence[Sequence[Write]],
+    writes: Sequence[Sequence[Write]] | None,
     verdicts: dict[tuple[str, int], tuple[str, str | None]],
 ) -> None:
     principal = session.principal
     subject = principal.subject if principal is not None else f"({session.name})"
     connection = f"{session.info.transport} {session.info.remote}"
-    session.hub.audit.record(doc_id, events, writes, verdicts, subject, connection)
+    state = hosted.doc._state
+    session.hub.audit.record(hosted.doc_id, events, writes, state, verdicts, subject, connection)
