@@ -16,6 +16,7 @@ import pytest
 
 import gether
 from gether.errors import CorruptStoreError, StorageError, StorageFullError
+from gether.store.base import AuditRecord
 from gether.store.sqlite import SQLiteStore
 from gether.testing.histories import history
 
@@ -89,6 +90,29 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StorageError, match="schema 999"):
         SQLiteStore(str(path))
+
+
+def test_a_schema_1_store_gains_the_audit_table(tmp_path: Path) -> None:
+    """A file written before the audit trail (schema 1) migrates on open and
+    keeps its events."""
+    path = tmp_path / "events.db"
+    events, doc = history(seed=8)
+    store = SQLiteStore(str(path))
+    store.append("d", events)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE audit")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = SQLiteStore(str(path))
+    try:
+        assert store.version("d") == doc.version and store.audit("d") == []
+        record = AuditRecord("r", 1, "k", "s", "tcp", 1, 0.0, "set /x", "accepted")
+        store.append_audit("d", [record])
+        assert store.audit("d") == [record] and store.audit_authors("d") == {"k": "s"}
+    finally:
+        store.close()
 
 
 # -- a full disk ---------------------------------------------------------------------
