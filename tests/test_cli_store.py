@@ -42,6 +42,9 @@ def test_log(url: str) -> None:
     ]
     assert {r["verdict"] for r in rows} == {"accepted"} and {r["subject"] for r in rows} == {None}
     assert json.loads(run("log", url, "notes", "--json", "--limit", "1")) == rows[-1:]
+    assert json.loads(run("log", "--store", url, "notes", "--json")) == rows
+    wrong = CliRunner().invoke(main, ["log", "--store", url, url, "notes"])
+    assert wrong.exit_code == 2 and "--store URL DOC_ID" in wrong.output
 
 
 def test_inspect_json(url: str) -> None:

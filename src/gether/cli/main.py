@@ -55,13 +55,16 @@ def _guarded(action: Callable[[], None]) -> None:
 
 
 @main.command()
-@click.argument("url")
-@click.argument("doc_id")
+@click.argument("where", nargs=-1, required=True, metavar="[URL] DOC_ID")
+@click.option("--store", "store_url", help="The store's URL (instead of the URL argument).")
 @click.option("--limit", type=int, default=None, help="Show only the newest N rows.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
-def log(url: str, doc_id: str, limit: int | None, as_json: bool) -> None:
+def log(where: tuple[str, ...], store_url: str | None, limit: int | None, as_json: bool) -> None:
     """Who (key id, token subject) did what to a document, when, and whether
     the server accepted it; oldest first."""
+    if len(where) != (1 if store_url else 2):
+        raise click.UsageError("give URL DOC_ID, or --store URL DOC_ID")
+    url, doc_id = (store_url, where[0]) if store_url else where
     _guarded(lambda: show_log(Console(stderr=as_json), url, doc_id, limit, as_json))
 
 
