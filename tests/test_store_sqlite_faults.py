@@ -152,6 +152,7 @@ def fill_until_full(
     filler.write_bytes(b"\x00" * 256 * 1024)
     url = f"sqlite:///{folder}/events.db"
     store = SQLiteStore(f"{folder}/events.db")
+    doc = gether.Document.open(url, "other")  # its identity is stored while there is room
     events, _ = history(replica_count=3, edits=4000, seed=43)
     batches = [events[i : i + 50] for i in range(0, len(events), 50)]
     written = 0
@@ -168,7 +169,6 @@ def fill_until_full(
     # nothing of the failed batch was acknowledged or written
     assert store.count(DOC) == written
     assert store.integrity_check() == "ok"
-    doc = gether.Document.open(url, "other")
     with contextlib.suppress(StorageError):
         for i in range(10_000):
             doc[f"key{i}"] = "x" * 200
