@@ -33,7 +33,18 @@ def run(*args: str) -> str:
 def test_log(url: str) -> None:
     out = run("log", url, "notes")
     assert "4 event(s)" in out
-    assert "set title" in out and "+5 chars" in out
+    rows = json.loads(run("log", url, "notes", "--json"))
+    assert [r["what"] for r in rows] == [
+        "set /title",
+        "set /body",
+        "type /body",
+        "set /todos, insert /todos, set /todos/-/text, set /likes, add /likes",
+    ]
+    assert {r["verdict"] for r in rows} == {"accepted"} and {r["subject"] for r in rows} == {None}
+    assert json.loads(run("log", url, "notes", "--json", "--limit", "1")) == rows[-1:]
+    assert json.loads(run("log", "--store", url, "notes", "--json")) == rows
+    wrong = CliRunner().invoke(main, ["log", "--store", url, url, "notes"])
+    assert wrong.exit_code == 2 and "--store URL DOC_ID" in wrong.output
 
 
 def test_inspect_json(url: str) -> None:

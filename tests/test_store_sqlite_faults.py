@@ -16,6 +16,7 @@ import pytest
 
 import gether
 from gether.errors import CorruptStoreError, StorageError, StorageFullError
+from gether.store.base import AuditRecord
 from gether.store.sqlite import SQLiteStore
 from gether.testing.histories import history
 
@@ -91,6 +92,29 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
         SQLiteStore(str(path))
 
 
+def test_a_schema_1_store_gains_the_audit_table(tmp_path: Path) -> None:
+    """A file written before the audit trail (schema 1) migrates on open and
+    keeps its events."""
+    path = tmp_path / "events.db"
+    events, doc = history(seed=8)
+    store = SQLiteStore(str(path))
+    store.append("d", events)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE audit")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = SQLiteStore(str(path))
+    try:
+        assert store.version("d") == doc.version and store.audit("d") == []
+        record = AuditRecord("r", 1, "k", "s", "tcp", 1, 0.0, "set /x", "accepted")
+        store.append_audit("d", [record])
+        assert store.audit("d") == [record] and store.audit_authors("d") == {"k": "s"}
+    finally:
+        store.close()
+
+
 # -- a full disk ---------------------------------------------------------------------
 
 
@@ -128,6 +152,7 @@ def fill_until_full(
     filler.write_bytes(b"\x00" * 256 * 1024)
     url = f"sqlite:///{folder}/events.db"
     store = SQLiteStore(f"{folder}/events.db")
+    doc = gether.Document.open(url, "other")  # its identity is stored while there is room
     events, _ = history(replica_count=3, edits=4000, seed=43)
     batches = [events[i : i + 50] for i in range(0, len(events), 50)]
     written = 0
@@ -144,7 +169,6 @@ def fill_until_full(
     # nothing of the failed batch was acknowledged or written
     assert store.count(DOC) == written
     assert store.integrity_check() == "ok"
-    doc = gether.Document.open(url, "other")
     with contextlib.suppress(StorageError):
         for i in range(10_000):
             doc[f"key{i}"] = "x" * 200

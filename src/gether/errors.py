@@ -31,7 +31,9 @@
     │   │   ├── RateLimitedError     a connection over its message or byte budget
     │   │   └── SlowConsumerError    a reader too slow: its send queue is full
     │   ├── ProtocolViolationError   a well-formed message that breaks the sync protocol
-    │   └── AuthenticationError      credentials (token, key, certificate) not accepted
+    │   ├── AuthenticationError      credentials (token, key, certificate) not accepted
+    │   └── ForbiddenError           an authenticated connection's roles do not allow it
+    │       └── AuthorNotBoundError  an event by a key (author) the connection is not bound to
     ├── StorageError                 the event store failed; nothing was written
     │   ├── StorageFullError         no space left (disk, quota, size limit)
     │   ├── CorruptStoreError        a file or database that is not a sound Gether store
@@ -298,6 +300,22 @@ class AuthenticationError(RemoteError):
     code = "authentication_failed"
 
 
+class ForbiddenError(RemoteError):
+    """The server's roles for the connection (``server/authz.py``) do not allow
+    what it asked: to read a document (its subscription is refused) or to write
+    an event (the batch is refused whole, nothing of it applied or stored)."""
+
+    code = "forbidden"
+
+
+class AuthorNotBoundError(ForbiddenError):
+    """A connection pushed an event whose author (its key id) is not one the
+    connection is bound to: the keys its credentials name, or on an unsigned
+    document the keys its subject was the first to author with."""
+
+    code = "author_not_bound"
+
+
 class StorageError(GetherError):
     """The event store could not do what was asked; it wrote nothing of it."""
 
@@ -371,10 +389,12 @@ __all__ = [
     "AccessDeniedError",
     "AccessRejectedError",
     "AuthenticationError",
+    "AuthorNotBoundError",
     "DecodeError",
     "DecryptionError",
     "EncryptionKeyError",
     "EquivocationError",
+    "ForbiddenError",
     "GetherError",
     "GoingAwayError",
     "HashMismatchError",

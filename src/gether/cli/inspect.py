@@ -1,77 +1,20 @@
-"""``gether log``, ``gether inspect`` and ``gether replay``: read a document
-out of a store, never writing to it."""
+"""``gether inspect`` and ``gether replay``: read a document out of a store,
+never writing to it (``gether log`` is ``cli/log.py``)."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter as Tally
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 import gether
-from gether.core.event import Event
-from gether.core.ops import (
-    COUNTER_ADD,
-    LIST_INSERT,
-    LIST_MOVE,
-    LIST_SET,
-    MAP_DELETE,
-    MAP_SET,
-    SEQ_DELETE,
-    SET_ADD,
-    SET_REMOVE,
-    TEXT_INSERT,
-)
 from gether.store import open_blocking_store
 
 PROGRESS_FROM = 5_000
 """Replays of at least this many events show a progress bar."""
-
-
-def describe_ops(event: Event) -> str:
-    """A short human summary of what an event did."""
-    parts: Tally[str] = Tally()
-    for op in event.ops:
-        kind = op[0]
-        if kind == TEXT_INSERT:
-            parts["+chars"] += len(op[4])
-        elif kind == LIST_INSERT:
-            parts["+items"] += len(op[4])
-        elif kind == SEQ_DELETE:
-            parts["-deleted"] += sum(span[2] for span in op[2])
-        elif kind == MAP_SET:
-            parts[f"set {op[2]}"] += 1
-        elif kind == MAP_DELETE:
-            parts[f"del {op[2]}"] += 1
-        elif kind == LIST_SET:
-            parts["item set"] += 1
-        elif kind == LIST_MOVE:
-            parts["move"] += 1
-        elif kind == COUNTER_ADD:
-            parts["counter"] += op[2]
-        elif kind == SET_ADD:
-            parts["set add"] += 1
-        elif kind == SET_REMOVE:
-            parts["set remove"] += 1
-    words = []
-    for what, n in parts.items():
-        if what.startswith(("+", "-")):
-            words.append(f"{what[0]}{n} {what[1:]}")
-        elif what == "counter":
-            words.append(f"counter {n:+d}")
-        else:
-            words.append(what if n == 1 else f"{what} x{n}")
-    return ", ".join(words) or "(no ops)"
-
-
-def event_time(event: Event) -> str:
-    millis = event.hlc >> 16
-    return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def open_view(console: Console, url: str, doc_id: str) -> gether.Document:
@@ -90,31 +33,6 @@ def open_view(console: Console, url: str, doc_id: str) -> gether.Document:
             bar.update(task, completed=done, total=total, visible=total >= PROGRESS_FROM)
 
         return gether.Document.open(url, doc_id, read_only=True, progress=report)
-
-
-def show_log(console: Console, url: str, doc_id: str, limit: int | None) -> None:
-    store = open_blocking_store(url)
-    try:
-        events = store.events(doc_id)
-    finally:
-        store.close()
-    if not events:
-        raise click.ClickException(f"no events for document {doc_id!r} in {url}")
-    table = Table(title=f"{doc_id}: {len(events)} event(s), oldest first")
-    for column in ("#", "event", "author key", "time (UTC)", "parents", "ops"):
-        table.add_column(column)
-    shown = events if limit is None else events[-limit:]
-    first = len(events) - len(shown) + 1
-    for number, event in enumerate(shown, start=first):
-        table.add_row(
-            str(number),
-            f"{event.id[0]}@{event.id[1]}",
-            event.key_id.hex(),
-            event_time(event),
-            ", ".join(f"{p[0]}@{p[1]}" for p, _ in event.parents) or "-",
-            describe_ops(event),
-        )
-    console.print(table)
 
 
 def _opaque(value: object) -> object:

@@ -10,7 +10,8 @@ import click
 from rich.console import Console
 
 from gether.cli.demo import run_demo
-from gether.cli.inspect import inspect_document, replay_document, show_log
+from gether.cli.inspect import inspect_document, replay_document
+from gether.cli.log import show_log
 from gether.errors import GetherError
 from gether.sync.connection import Limits
 
@@ -55,12 +56,17 @@ def _guarded(action: Callable[[], None]) -> None:
 
 
 @main.command()
-@click.argument("url")
-@click.argument("doc_id")
-@click.option("--limit", type=int, default=None, help="Show only the newest N events.")
-def log(url: str, doc_id: str, limit: int | None) -> None:
-    """The events of a document, oldest first: who, when, what."""
-    _guarded(lambda: show_log(Console(), url, doc_id, limit))
+@click.argument("where", nargs=-1, required=True, metavar="[URL] DOC_ID")
+@click.option("--store", "store_url", help="The store's URL (instead of the URL argument).")
+@click.option("--limit", type=int, default=None, help="Show only the newest N rows.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
+def log(where: tuple[str, ...], store_url: str | None, limit: int | None, as_json: bool) -> None:
+    """Who (key id, token subject) did what to a document, when, and whether
+    the server accepted it; oldest first."""
+    if len(where) != (1 if store_url else 2):
+        raise click.UsageError("give URL DOC_ID, or --store URL DOC_ID")
+    url, doc_id = (store_url, where[0]) if store_url else where
+    _guarded(lambda: show_log(Console(stderr=as_json), url, doc_id, limit, as_json))
 
 
 @main.command()
@@ -226,6 +232,13 @@ def _security_options(command: F) -> F:
     metavar="PATTERN",
     help="Host documents whose id matches this glob without per-event signatures (repeatable).",
 )
+@click.option(
+    "--authorize",
+    is_flag=True,
+    help="Connections read and write only as their roles claim allows (reader, writer:/path, "
+    "admin@doc-glob, relay) and push only events of the keys their keys claim names.",
+)
+@click.option("--no-audit", is_flag=True, help="Keep no audit record of received events.")
 @_security_options
 def serve(
     store_url: str,
@@ -235,6 +248,8 @@ def serve(
     snapshot_every: int,
     coalesce: float,
     unsigned: tuple[str, ...],
+    authorize: bool,
+    no_audit: bool,
     **security: object,
 ) -> None:
     """Run a sync server: WebSocket on --port, raw TCP on --tcp-port. With
@@ -254,6 +269,8 @@ def serve(
                 coalesce,
                 SecurityOptions(**security),  # type: ignore[arg-type]
                 unsigned,
+                authorize=authorize,
+                audit=not no_audit,
             )
         )
     )

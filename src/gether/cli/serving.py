@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gether.cli.security import SecurityOptions
+from gether.server.authz import Authorization
 from gether.server.hub import HubConfig
 from gether.server.serve import start_server
 
@@ -24,6 +25,9 @@ async def serve(
     coalesce: float,
     security: SecurityOptions | None = None,
     unsigned: tuple[str, ...] = (),
+    *,
+    authorize: bool = False,
+    audit: bool = True,
 ) -> None:
     security = security or SecurityOptions()
     authenticator = security.authenticator()
@@ -36,7 +40,12 @@ async def serve(
         port,
         tcp_port,
         HubConfig(
-            snapshot_every=snapshot_every, coalesce=coalesce, limits=limits, unsigned=unsigned
+            snapshot_every=snapshot_every,
+            coalesce=coalesce,
+            limits=limits,
+            unsigned=unsigned,
+            authorization=Authorization() if authorize else None,
+            audit=audit,
         ),
         handle_signals=False,
         authenticator=authenticator,

@@ -28,6 +28,8 @@ from gether.errors import (
     StorageError,
     UsageError,
 )
+from gether.server.audit import AuditTrail
+from gether.server.authz import AuthorBook, Authorization
 from gether.store.base import EventStore, Snapshot, check_doc_id
 from gether.sync.connection import Limits
 from gether.sync.fanout import SharedBatch
@@ -56,6 +58,12 @@ class HubConfig:
     unsigned: tuple[str, ...] = ()
     """Glob patterns (``fnmatch``) of document ids hosted without per-event
     signatures: the authenticated connection vouches for the author instead."""
+    authorization: Authorization | None = None
+    """Server roles and key binding of connections (``server/authz.py``);
+    None: every authenticated connection may read and push (the documents'
+    own policies still judge every event)."""
+    audit: bool = True
+    """Keep an audit record of every event received (``server/audit.py``)."""
 
 
 class Subscriber(Protocol):
@@ -112,6 +120,8 @@ class DocumentHub:
         """Store writes and snapshots under way, awaited by ``close``."""
         self.sessions: set[Subscriber] = set()
         """Mesh sessions: told of every document the hub opens."""
+        self.authors = AuthorBook()
+        self.audit = AuditTrail(store, self.config.audit)
 
     # -- SyncHost (documents already loaded) ------------------------------------------
 
@@ -354,6 +364,7 @@ class DocumentHub:
         it is the caller's)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.audit.close()
 
 
 def _log_callback_error(exc: Exception) -> None:

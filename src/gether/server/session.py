@@ -30,7 +30,9 @@ from gether.errors import (
     SlowConsumerError,
     StorageError,
 )
+from gether.server import gate
 from gether.server.auth import Authenticator, ConnectionInfo, OpenAuthenticator, Principal
+from gether.server.authz import Rights
 from gether.server.hub import DocumentHub
 from gether.server.limits import Budget
 from gether.server.outbox import Outbox
@@ -90,6 +92,8 @@ class Session:
         self.info = info or ConnectionInfo("unknown", name)
         self.principal: Principal | None = None
         """Who the peer is, once authenticated (a session we accepted)."""
+        self.rights: Rights | None = None
+        """What it may read and push (``server/authz.py``), once authenticated."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.conn = SyncConnection(
@@ -117,7 +121,10 @@ class Session:
 
     def document_opened(self, doc_id: str) -> None:
         """A document the hub holds now (a mesh session subscribes to it)."""
-        if self.mesh and not self.conn.closed:
+        hosted = self.hub.loaded(doc_id)
+        if self.mesh and not self.conn.closed and hosted is not None:
+            if gate.read_refusal(self, hosted) is not None:
+                return
             self.hub.subscribe(doc_id, self)
             self.conn.subscribe(doc_id)
             self.document_changed(doc_id)
@@ -132,6 +139,13 @@ class Session:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._start_flush)  # the hub coalesced already
+
+    def forbid(self, error: GetherError) -> None:
+        """It may no longer read a document it is subscribed to (its keys lost
+        their role in the document's policy): say why and close."""
+        self.hub.unsubscribe(self)
+        self.conn.close(error)
+        self._start_flush()  # sends the error; the ticker closes the channel
 
     def _start_flush(self) -> None:
         task = asyncio.ensure_future(self._flush_dirty())
@@ -287,6 +301,7 @@ class Session:
             log.info("%s (%s) not authenticated: %s", self.name, hello.peer_id, exc)
             self.conn.deny(exc)
             return
+        self.rights = Rights(self.principal, self.hub.config.authorization)
         if self._on_admitted is not None:
             self._on_admitted()
         self.conn.admit()  # decodes the frames behind the hello, for _process
@@ -302,6 +317,10 @@ class Session:
                 continue
             if conn.unsigned(doc_id) and self.hub.signed(doc_id):
                 conn.refuse(doc_id, SignatureRequiredError(f"{doc_id} is hosted signed"))
+                continue
+            refusal = gate.read_refusal(self, hosted)
+            if refusal is not None:
+                conn.refuse(doc_id, refusal)
                 continue
             self.hub.subscribe(doc_id, self)
             conn.accept(doc_id, live=hosted.shared)
@@ -320,7 +339,7 @@ class Session:
         if conn.closed:
             return  # an earlier batch closed the connection: nothing more of it counts
         try:
-            rejected = await self.hub.receive(received.doc_id, received.events, self)
+            rejected = await gate.receive(self, received.doc_id, received.events)
         except (StorageError, LimitExceededError) as exc:
             conn.close(exc)  # nothing of it is acknowledged
         else:

@@ -17,7 +17,7 @@ from typing import TypeVar
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.errors import StoreUnavailableError
-from gether.store.base import BlockingStore, Identity, Snapshot
+from gether.store.base import AuditRecord, BlockingStore, Identity, Snapshot
 
 T = TypeVar("T")
 
@@ -82,6 +82,15 @@ class AsyncStore:
 
     async def claim_identity(self, doc_id: str, identity: Identity) -> Identity:
         return await self._run(lambda store: store.claim_identity(doc_id, identity))
+
+    async def append_audit(self, doc_id: str, records: Sequence[AuditRecord]) -> None:
+        await self._run(lambda store: store.append_audit(doc_id, records))
+
+    async def audit(self, doc_id: str, limit: int | None = None) -> list[AuditRecord]:
+        return await self._run(lambda store: store.audit(doc_id, limit))
+
+    async def audit_authors(self, doc_id: str) -> dict[str, str]:
+        return await self._run(lambda store: store.audit_authors(doc_id))
 
     async def close(self) -> None:
         if self._closed:

@@ -41,6 +41,35 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What a server did with one event it received (``server/audit.py``):
+    who sent it, what it wrote, and the verdict. Kept apart from the events:
+    a rejected event is never stored, but its audit record is."""
+
+    replica: str
+    seq: int
+    key_id: str
+    """The hex id of the key the event names (its author in the access policy)."""
+    subject: str
+    """The authenticated subject of the connection that sent it."""
+    connection: str
+    """Which connection: transport and remote address."""
+    hlc: int
+    """The event's own hybrid logical clock stamp (when its author made it)."""
+    received: float
+    """When the server received it (seconds since the epoch, server clock)."""
+    summary: str
+    """What it wrote: op verbs and paths (``core/writes.py``)."""
+    verdict: str
+    """``accepted``, ``rejected`` or ``pending`` (waiting for its parents)."""
+    code: str | None = None
+    """The error code of a rejection."""
+
+
+AUDIT_VERDICTS = ("accepted", "rejected", "pending")
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     """The replica id and key seed a local replica of a document signs with."""
 
@@ -79,6 +108,19 @@ class BlockingStore(Protocol):
         """The document's local identity: the stored one, else ``identity``, stored."""
         ...
 
+    def append_audit(self, doc_id: str, records: Sequence[AuditRecord]) -> None:
+        """Add audit records (never changed or removed afterwards)."""
+        ...
+
+    def audit(self, doc_id: str, limit: int | None = None) -> list[AuditRecord]:
+        """The audit records of a document in the order added (the newest
+        ``limit`` of them if given)."""
+        ...
+
+    def audit_authors(self, doc_id: str) -> dict[str, str]:
+        """Key id -> the subject of the first accepted audit record of that key."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -104,6 +146,12 @@ class EventStore(Protocol):
     async def delete_snapshots(self, doc_id: str) -> int: ...
 
     async def claim_identity(self, doc_id: str, identity: Identity) -> Identity: ...
+
+    async def append_audit(self, doc_id: str, records: Sequence[AuditRecord]) -> None: ...
+
+    async def audit(self, doc_id: str, limit: int | None = None) -> list[AuditRecord]: ...
+
+    async def audit_authors(self, doc_id: str) -> dict[str, str]: ...
 
     async def close(self) -> None: ...
 

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.errors import StoreUnavailableError
-from gether.store.base import EventKey, Identity, Snapshot, check_doc_id, event_order, plan_append
+from gether.store.base import (
+    AuditRecord,
+    EventKey,
+    Identity,
+    Snapshot,
+    check_doc_id,
+    event_order,
+    plan_append,
+)
 
 
 @dataclass
@@ -20,6 +28,7 @@ class _Doc:
     sorted_upto: int = 0
     snapshots: list[Snapshot] = field(default_factory=list)
     identity: Identity | None = None
+    audit: list[AuditRecord] = field(default_factory=list)
 
     def in_order(self) -> list[Event]:
         if self.sorted_upto != len(self.ordered):
@@ -121,6 +130,25 @@ class MemoryStore:
             if doc.identity is None:
                 doc.identity = identity
             return doc.identity
+
+    def append_audit(self, doc_id: str, records: Sequence[AuditRecord]) -> None:
+        with self._lock:
+            doc = self._doc(doc_id)
+            self._docs[doc_id] = doc
+            doc.audit.extend(records)
+
+    def audit(self, doc_id: str, limit: int | None = None) -> list[AuditRecord]:
+        with self._lock:
+            records = self._doc(doc_id).audit
+            return list(records if limit is None else records[max(0, len(records) - limit) :])
+
+    def audit_authors(self, doc_id: str) -> dict[str, str]:
+        with self._lock:
+            authors: dict[str, str] = {}
+            for record in self._doc(doc_id).audit:
+                if record.verdict == "accepted":
+                    authors.setdefault(record.key_id, record.subject)
+            return authors
 
     def close(self) -> None:
         """Close this handle; the data stays for the other handles of the process."""

@@ -42,7 +42,14 @@ from gether.errors import (
     StoreUnavailableError,
     UsageError,
 )
-from gether.store.base import EventKey, Identity, Snapshot, check_doc_id, plan_append
+from gether.store.base import (
+    AuditRecord,
+    EventKey,
+    Identity,
+    Snapshot,
+    check_doc_id,
+    plan_append,
+)
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -50,7 +57,7 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 MIGRATION_LOCK = 0x47746872_00000001  # "Gthr", 1: one migrating process at a time
 SNAPSHOTS_KEPT = 2
 CONNECT_DEFAULTS = {"connect_timeout": "10", "application_name": "gether"}
-TABLES = ("documents", "events", "tips", "snapshots", "identities")
+TABLES = ("documents", "events", "tips", "snapshots", "identities", "audit")
 
 SCHEMA_TABLE = """
     CREATE TABLE gether_schema (
@@ -99,6 +106,24 @@ MIGRATIONS: tuple[str, ...] = (
         replica TEXT NOT NULL,
         seed    BYTEA NOT NULL
     );
+    """,
+    # 2: the audit trail of a server (server/audit.py), kept beside the events
+    """
+    CREATE TABLE audit (
+        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        doc         BIGINT NOT NULL REFERENCES documents(id),
+        replica     TEXT NOT NULL,
+        seq         BIGINT NOT NULL,
+        key_id      TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        connection  TEXT NOT NULL,
+        hlc         BIGINT NOT NULL,
+        received    DOUBLE PRECISION NOT NULL,
+        summary     TEXT NOT NULL,
+        verdict     TEXT NOT NULL,
+        code        TEXT
+    );
+    CREATE INDEX audit_doc ON audit (doc, id);
     """,
 )
 
@@ -471,6 +496,64 @@ class PostgresStore:
             return Identity(row[0], bytes(row[1]))
 
         return self._run(work, write=True)
+
+    # -- the audit trail -----------------------------------------------------------------
+
+    def append_audit(self, doc_id: str, records: Sequence[AuditRecord]) -> None:
+        check_doc_id(doc_id)
+        if not records:
+            return
+
+        def work(db: Connection) -> None:
+            doc = self._ensure_doc(db, doc_id)
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO audit (doc, replica, seq, key_id, subject, connection, hlc,"
+                    " received, summary, verdict, code)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            doc,
+                            r.replica,
+                            r.seq,
+                            r.key_id,
+                            r.subject,
+                            r.connection,
+                            r.hlc,
+                            r.received,
+                            r.summary,
+                            r.verdict,
+                            r.code,
+                        )
+                        for r in records
+                    ],
+                )
+
+        self._run(work, write=True)
+
+    def audit(self, doc_id: str, limit: int | None = None) -> list[AuditRecord]:
+        check_doc_id(doc_id)
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT replica, seq, key_id, subject, connection, hlc, received, summary,"
+                " verdict, code FROM (SELECT a.* FROM audit a JOIN documents d ON d.id = a.doc"
+                " WHERE d.name = %s ORDER BY a.id DESC LIMIT %s) newest ORDER BY id",
+                (doc_id, limit),
+            ).fetchall()
+        )
+        return [AuditRecord(r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), *r[6:]) for r in rows]
+
+    def audit_authors(self, doc_id: str) -> dict[str, str]:
+        check_doc_id(doc_id)
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT DISTINCT ON (a.key_id) a.key_id, a.subject FROM audit a"
+                " JOIN documents d ON d.id = a.doc WHERE d.name = %s AND a.verdict = 'accepted'"
+                " ORDER BY a.key_id, a.id",
+                (doc_id,),
+            ).fetchall()
+        )
+        return {key_id: subject for key_id, subject in rows}
 
     def close(self) -> None:
         self._closed = True

@@ -27,6 +27,7 @@ from gether.errors import (
     StoreUnavailableError,
 )
 from gether.store.base import (
+    AuditRecord,
     EventKey,
     Identity,
     Snapshot,
@@ -79,7 +80,27 @@ MIGRATIONS: tuple[str, ...] = (
         seed    BLOB NOT NULL
     );
     """,
+    # 2: the audit trail of a server (server/audit.py), kept beside the events
+    """
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY,
+        doc         INTEGER NOT NULL REFERENCES documents(id),
+        replica     TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        key_id      TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        connection  TEXT NOT NULL,
+        hlc         INTEGER NOT NULL,
+        received    REAL NOT NULL,
+        summary     TEXT NOT NULL,
+        verdict     TEXT NOT NULL,
+        code        TEXT
+    );
+    CREATE INDEX audit_doc ON audit (doc, id);
+    """,
 )
+
+AUDIT_COLUMNS = "replica, seq, key_id, subject, connection, hlc, received, summary, verdict, code"
 
 
 def storage_error(exc: sqlite3.Error, path: str) -> GetherError:
@@ -366,6 +387,44 @@ class SQLiteStore:
             ).fetchone()
             return Identity(replica, bytes(seed))
 
+    # -- the audit trail -----------------------------------------------------------------
+
+    def append_audit(self, doc_id: str, records: Sequence[AuditRecord]) -> None:
+        check_doc_id(doc_id)
+        if not records:
+            return
+        with self._write() as db:
+            doc = self._ensure_doc(db, doc_id)
+            db.executemany(
+                f"INSERT INTO audit (doc, {AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(doc, *_audit_row(r)) for r in records],
+            )
+
+    def audit(self, doc_id: str, limit: int | None = None) -> list[AuditRecord]:
+        with self._read() as db:
+            doc = self._doc_row(db, doc_id)
+            if doc is None:
+                return []
+            rows = db.execute(
+                f"SELECT {AUDIT_COLUMNS} FROM (SELECT * FROM audit WHERE doc = ?"
+                " ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (doc, -1 if limit is None else limit),
+            ).fetchall()
+        return [AuditRecord(*row) for row in rows]
+
+    def audit_authors(self, doc_id: str) -> dict[str, str]:
+        with self._read() as db:
+            doc = self._doc_row(db, doc_id)
+            if doc is None:
+                return {}
+            # SQLite takes the bare column from the row of min(id)
+            rows = db.execute(
+                "SELECT key_id, subject, min(id) FROM audit"
+                " WHERE doc = ? AND verdict = 'accepted' GROUP BY key_id",
+                (doc,),
+            ).fetchall()
+        return {key_id: subject for key_id, subject, _ in rows}
+
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: "ok" for a sound file."""
         with self._read() as db:
@@ -373,3 +432,18 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _audit_row(record: AuditRecord) -> tuple[object, ...]:
+    return (
+        record.replica,
+        record.seq,
+        record.key_id,
+        record.subject,
+        record.connection,
+        record.hlc,
+        record.received,
+        record.summary,
+        record.verdict,
+        record.code,
+    )

@@ -31,7 +31,7 @@ from gether.errors import (
 )
 from gether.store import Identity, Snapshot, open_store
 from gether.store.asyncstore import AsyncStore
-from gether.store.base import event_order
+from gether.store.base import AuditRecord, event_order
 from gether.testing.histories import causal_shuffles, history, replicas, ticking_clock
 
 DOC = "doc-1"
@@ -269,11 +269,50 @@ class StoreConformance:
             )
             assert (await again.load_snapshot(DOC)) == Snapshot(doc.version, b"snap")
 
+    # -- the audit trail ------------------------------------------------------------------
+
+    async def test_audit_records_read_back_in_order(
+        self, store: AsyncStore, store_url: str
+    ) -> None:
+        assert await store.audit(DOC) == []
+        assert await store.audit_authors(DOC) == {}
+        records = [_audit_record(i) for i in range(7)]
+        await store.append_audit(DOC, records[:3])
+        await store.append_audit(DOC, [])
+        await store.append_audit(DOC, records[3:])
+        await store.append_audit("other", [_audit_record(99)])
+        assert await store.audit(DOC) == records
+        assert await store.audit(DOC, limit=2) == records[-2:]
+        assert await store.audit(DOC, limit=100) == records
+        # the first accepted record of each key names its subject
+        assert await store.audit_authors(DOC) == {"k1": "s1", "k0": "s4"}
+        assert await store.documents() == []  # audit records alone make no document
+        await store.close()
+        async with open_store(store_url) as again:
+            assert await again.audit(DOC) == records
+            assert await again.audit("other") == [_audit_record(99)]
+
     async def test_closed_store_refuses(self, store_url: str) -> None:
         store = await open_store(store_url).open()
         await store.close()
         with pytest.raises(StoreUnavailableError):
             await store.count(DOC)
+
+
+def _audit_record(i: int) -> AuditRecord:
+    verdict = ("rejected", "accepted", "pending")[i % 3]
+    return AuditRecord(
+        replica=f"r{i % 2}",
+        seq=i + 1,
+        key_id=f"k{i % 2}",
+        subject=f"s{i}" if verdict != "rejected" else "mallory",
+        connection="tcp 127.0.0.1:1",
+        hlc=(1_700_000_000_000 << 16) + i,
+        received=1_700_000_000.5 + i,
+        summary=f"set /n{i} ✓",
+        verdict=verdict,
+        code="forbidden" if verdict == "rejected" else None,
+    )
 
 
 def _fork_of(doc: Document, text: str) -> Event:
