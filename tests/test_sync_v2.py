@@ -22,13 +22,13 @@ from gether.errors import DecodeError, GetherError, LimitExceededError, UnknownP
 from gether.server.hub import HubConfig
 from gether.server.serve import start_server
 from gether.sync import Hello, Limits, Role, SyncConnection
-from gether.sync.batch import BASE, decode_batch, encode_batch, encode_table
+from gether.sync.batch import BASE, KEY, NEAR, decode_batch, encode_batch, encode_table
 from gether.sync.connection import encode_events_frame
 from gether.sync.framing import FrameReader, frame
 from gether.sync.messages import MAGIC, AckV2, Error, EventsV2, MessageKind, decode, encode
 from gether.sync.tracker import VersionTracker
 from gether.testing.histories import edit, history
-from gether.testing.sync import DocumentsHost, pump
+from gether.testing.sync import DocumentsHost, deliver, pump
 
 
 def _signed(events: list[Event]) -> list[Event]:
@@ -319,6 +319,78 @@ def test_unknown_parent_is_answered_by_a_resend_with_hashes() -> None:
     (received,) = b.events_received()
     assert [e.id[1] for e in received.events] == list(range(4, doc.version.get(doc.replica_id) + 1))
     assert not a.closed and not b.closed
+
+
+# -- near parents --------------------------------------------------------------------
+
+
+def _hub_and_writer(
+    writers: int,
+) -> tuple[SyncConnection, DocumentsHost, SyncConnection, DocumentsHost]:
+    """A server holding one keystroke of each of ``writers`` others, and a
+    client that received them all from it (its next event names them all)."""
+    hub_doc = gether.Document("srv", signed=False)
+    hub_doc.text("t").insert(0, "\n")
+    base = hub_doc.events_since(None)
+    for i in range(writers):  # concurrent: each saw only the base
+        other = gether.Document(f"writer{i:03d}", signed=False)
+        other.apply_events(base)
+        other.text("t").insert(0, "x")
+        hub_doc.apply_events(other.events_since(hub_doc.version))
+    a, host_a, b, host_b = _pair((1, 2), (1, 2), {"d": hub_doc})
+    host_a.docs["d"] = gether.Document("me", signed=False)
+    a.subscribe("d")
+    pump(a, host_a, b, host_b)
+    return a, host_a, b, host_b
+
+
+def _keystroke(a: SyncConnection, doc: gether.Document) -> bytes:
+    doc.text("t").insert(0, "k")
+    a.push("d")
+    return a.data_to_send()
+
+
+def test_parents_received_from_the_peer_are_named_by_position() -> None:
+    """A keystroke that saw 30 concurrent writers names them in about a byte
+    each; named the long way, each costs its replica id and seq."""
+    a, host_a, b, host_b = _hub_and_writer(30)
+    doc = host_a.document("d")
+    assert len(doc._log.heads) == 30
+    data = _keystroke(a, doc)
+    deliver(b, host_b, data, 0.0)
+    pump(a, host_a, b, host_b)
+    assert host_b.document("d").to_json() == doc.to_json()
+    assert doc.to_json()["t"].startswith("k")
+
+    a2, host_a2, _, _ = _hub_and_writer(30)
+    a2._docs["d"].received_ids.frozen = True  # as after a failed batch: the long way
+    far = len(_keystroke(a2, host_a2.document("d")))
+    assert far - len(data) >= 30 * 4, (len(data), far)  # each long name: 4+ bytes more
+
+
+def test_a_position_the_receiver_forgot_is_answered_by_a_resend_with_hashes() -> None:
+    a, host_a, b, host_b = _hub_and_writer(5)
+    b._docs["d"].sent_ids = type(b._docs["d"].sent_ids)()  # it remembers nothing sent
+    doc = host_a.document("d")
+    deliver(b, host_b, _keystroke(a, doc), 0.0)
+    assert host_b.document("d").version.get("me") == 0  # unknown_parent, in that batch's place
+    assert b._docs["d"].received_ids.frozen  # its count of a's events is off now
+    pump(a, host_a, b, host_b)
+    assert host_b.document("d").to_json() == doc.to_json()
+    assert not a.closed and not b.closed and a.errors_received() == []
+
+
+def test_a_near_reference_where_none_may_be_is_a_decode_error() -> None:
+    def record(flags: int, *near_base: int) -> bytes:
+        fields = ["a", flags, 0, 1, 0, 1, *near_base, (-1,), 1, ((0,),), b"\0" * 8]
+        return b"".join(msgpack.packb(f) for f in fields)
+
+    with pytest.raises(DecodeError, match="near reference"):  # no NEAR flag, so no base
+        decode_batch(record(KEY), _none, 100, lambda _: ("b", 1))
+    with pytest.raises(DecodeError, match="near reference"):  # NEAR, but none may be
+        decode_batch(record(KEY | NEAR, 5), _none, 100)
+    with pytest.raises(UnknownParentError):  # a position the receiver does not remember
+        decode_batch(record(KEY | NEAR, 5), _none, 100, lambda _: None)
 
 
 # -- unsigned documents ------------------------------------------------------------------

@@ -17,6 +17,9 @@ What makes it small, for one keystroke as for a catch-up of thousands:
   batch, is named by (replica, seq) without its hash: the receiver fills the
   hash in from its own log, so the recomputed event hash (and the signature
   check) still covers it. A parent it cannot find is ``UnknownParentError``;
+* a parent the sender received from the receiver on this connection is
+  named by where it came in that stream (``sync/window.py``): a negative
+  number of a byte, no replica id in the table, no seq;
 * the event hash is never sent (it is recomputed), and a sender may keep only
   each author's newest signature in a batch: the author's hash chain makes it
   vouch for the others (``EventLog.authenticate``).
@@ -36,12 +39,15 @@ import msgpack
 from gether.core.event import MAX_PARENTS, Event, _ext_hook, decode_body, pack
 from gether.core.keys import KEY_ID_SIZE
 from gether.errors import DecodeError, LimitExceededError, UnknownParentError, UsageError
+from gether.sync.window import ReceivedWindow
 
 EventId = tuple[str, int]
 Lookup = Callable[[EventId], Event | None]
 """An event the receiver (or, when encoding, the sender) holds, by id."""
 Holds = Callable[[EventId], bool]
 """Does the receiver hold this event (so its hash may be left out)?"""
+Sent = Callable[[int], EventId | None]
+"""The event the receiver sent at a position of its stream (near references)."""
 
 # record flags, the common ones in the low bits (a keystroke's fit in one byte)
 BASE = 1  # deltas are from the author's previous event (seq - 1)
@@ -54,7 +60,8 @@ HLC_LOW = 64  # the low 16 bits of the HLC follow (else 0)
 KEY = 128  # a key id follows (else the base's)
 PUBLIC = 256  # a public key follows
 PREV_HASH = 512  # a prev hash follows (rare: the author's previous event is not held)
-_FLAGS = 1023
+NEAR = 1024  # some parents are near references (a base count follows)
+_FLAGS = 2047
 
 _EXT_REF = 16  # inside ops: a string of the batch table (index, big-endian)
 _EXT_OWN = 17  # inside ops: (author, counter - d), d signed big-endian
@@ -126,14 +133,26 @@ def encode_batch(
     holds: Holds | None = None,
     *,
     thin_signatures: bool = True,
+    near: ReceivedWindow | None = None,
 ) -> bytes:
     """The records of ``events`` (parents first). ``holds`` says which events
     the receiver has (None: every event not in the batch, the case of a
     caught-up subscriber); ``lookup`` finds the sender's copy of an author's
-    previous event, the base of the deltas."""
+    previous event, the base of the deltas; ``near``, what the receiver sent
+    us on this connection (its parents among them are named by position)."""
+    batch_ids = {event.id for event in events}
+    near_at: dict[EventId, int] = {}
     names = {event.id[0] for event in events}
     for event in events:
-        names.update(replica for (replica, _), _ in event.parents)
+        for parent_id, _ in event.parents:
+            if parent_id in near_at:
+                continue
+            if near is not None and parent_id[0] != event.id[0] and parent_id not in batch_ids:
+                position = near.position(parent_id)
+                if position is not None:
+                    near_at[parent_id] = position - near.count  # < 0
+                    continue
+            names.add(parent_id[0])
     strings = sorted(names)  # sorted, neighbours share prefixes (dummy0001, dummy0002...)
     table = {replica: i for i, replica in enumerate(strings)}
     signed: set[int] = set()
@@ -178,6 +197,16 @@ def encode_batch(
         highest: int | None = 0
         parents: list[Any] = []
         for (p_replica, p_seq), digest in event.parents:
+            back = near_at.get((p_replica, p_seq))
+            if back is not None:
+                flags |= NEAR
+                parents.append(back)
+                parent = lookup((p_replica, p_seq))
+                if parent is None or highest is None:
+                    highest = None
+                else:
+                    highest = max(highest, parent.lamport)
+                continue
             parents.append(table[p_replica])
             parents.append(p_seq - seq if p_replica == replica else p_seq)
             if known((p_replica, p_seq)):
@@ -190,6 +219,9 @@ def encode_batch(
                 parents.append(digest)
                 highest = None
         if not flags & ONLY_PREV:
+            if flags & NEAR:
+                assert near is not None
+                fields.append(near.count)
             fields.append(parents)
         if highest is not None and event.lamport == highest + 1:
             flags |= LAMPORT
@@ -315,10 +347,13 @@ class _Fields:
         return position
 
 
-def decode_batch(data: bytes, lookup: Lookup, max_events: int) -> list[Event]:
+def decode_batch(
+    data: bytes, lookup: Lookup, max_events: int, sent: Sent | None = None
+) -> list[Event]:
     """The events of a batch, each rebuilt into its canonical body and checked
     by ``decode_body``. ``lookup`` finds events the receiver holds (for
-    hash-less parents and bases); one it cannot find is ``UnknownParentError``."""
+    hash-less parents and bases); one it cannot find is ``UnknownParentError``,
+    as is a near reference ``sent`` cannot resolve (None: none allowed)."""
     fields = _Fields(data)
     strings = decode_table(fields.next())
     in_batch: dict[EventId, Event] = {}
@@ -342,7 +377,7 @@ def decode_batch(data: bytes, lookup: Lookup, max_events: int) -> list[Event]:
     while fields.tell() < end:
         if len(out) >= max_events:
             raise LimitExceededError(f"more than {max_events} events in a batch")
-        out.append(_record(fields, string, find, in_batch, last_seq, strings))
+        out.append(_record(fields, string, find, in_batch, last_seq, strings, sent))
     return out
 
 
@@ -353,13 +388,14 @@ def _record(
     in_batch: dict[EventId, Event],
     last_seq: dict[str, int],
     strings: tuple[str, ...],
+    sent: Sent | None,
 ) -> Event:
     flags = fields.next()
     if type(flags) is not int or not 0 <= flags <= _FLAGS:
         raise DecodeError("malformed record flags")
     if flags & (DENSE | ONLY_PREV | PREV_OWN) and not flags & BASE:
         raise DecodeError("record flags need a base")
-    if flags & PREV_OWN and flags & PREV_HASH:
+    if (flags & PREV_OWN and flags & PREV_HASH) or (flags & NEAR and flags & ONLY_PREV):
         raise DecodeError("malformed record flags")
     replica = string(fields.next())
     seq = last_seq.get(replica, 0) + _int(fields.next(), "seq")
@@ -390,6 +426,11 @@ def _record(
         parents.append((replica, seq - 1, base.hash))
         highest = base.lamport
     else:
+        near_base = -1
+        if flags & NEAR:
+            near_base = _int(fields.next(), "near base")
+            if sent is None or near_base < 0:
+                raise DecodeError("a near reference where none may be")
         raw = fields.next()
         if type(raw) is not tuple:
             raise DecodeError("malformed parents in a record")
@@ -397,6 +438,21 @@ def _record(
             raise LimitExceededError(f"a record with over {MAX_PARENTS} parents")
         i = 0
         while i < len(raw):
+            first = raw[i]
+            if type(first) is int and first < 0:  # a near reference
+                position = near_base + first
+                if near_base < 0 or position < 0:
+                    raise DecodeError("malformed near reference in a record")
+                assert sent is not None
+                near_id = sent(position)
+                if near_id is None:
+                    raise UnknownParentError(f"no event sent at {position} is remembered here")
+                parent = find(near_id)
+                if highest is not None:
+                    highest = max(highest, parent.lamport)
+                parents.append((near_id[0], near_id[1], parent.hash))
+                i += 1
+                continue
             if i + 1 >= len(raw):
                 raise DecodeError("malformed parents in a record")
             p_replica, p_seq = string(raw[i]), _int(raw[i + 1], "parent")

@@ -59,6 +59,7 @@ from gether.sync.messages import (
     encode_packed_events,
 )
 from gether.sync.tracker import VersionTracker
+from gether.sync.window import ReceivedWindow, SentWindow
 
 EventId = tuple[str, int]
 
@@ -82,12 +83,14 @@ def encode_events_frame(
     lookup: Callable[[EventId], Event | None],
     holds: Callable[[EventId], bool] | None = None,
     compress_above: int = 4096,
+    near: ReceivedWindow | None = None,
 ) -> bytes:
     """One whole v2 ``Events`` frame (length header included) of document
     ``number``. With ``holds`` None the receiver is assumed to hold every event
-    not in ``events`` (a caught-up subscriber), so the same bytes serve every
-    such subscriber of the document: nothing in them is per connection."""
-    records = encode_batch(events, lookup, holds)
+    not in ``events`` (a caught-up subscriber), and without ``near`` (what it
+    sent us) nothing in the bytes is per connection, so the same frame serves
+    every such subscriber of the document."""
+    records = encode_batch(events, lookup, holds, near=near)
     return frame(encode(EventsV2(number, records), compress_above, 2))
 
 
@@ -197,6 +200,10 @@ class _DocSync:
     """Batches handed to the owner and not settled: their events resolve
     hash-less parents of later batches before the owner holds them."""
     recent: dict[EventId, Event] = field(default_factory=dict)
+    sent_ids: SentWindow = field(default_factory=SentWindow)
+    """The events of our ``Events`` frames, in order (the peer's near references)."""
+    received_ids: ReceivedWindow = field(default_factory=ReceivedWindow)
+    """The events of the peer's ``Events`` frames, in order (ours)."""
 
 
 class SyncConnection:
@@ -381,6 +388,7 @@ class SyncConnection:
                 lambda: encode_events_frame(number, list(events), lookup, None, compress),
             )
             doc.sent.sent(events)
+            doc.sent_ids.extend(shared.once("ids", lambda: [e.id for e in events]))
         else:
             batch = doc.next_batch
             doc.next_batch += 1
@@ -617,8 +625,10 @@ class SyncConnection:
                 self._lookup(doc_id),
                 peer_has.includes,
                 self.limits.compress_above,
+                doc.received_ids,
             )
             doc.sent.sent(batch)
+            doc.sent_ids.extend(e.id for e in batch)
             doc.peer_has.add(batch)
             return
         number = doc.next_batch
@@ -739,13 +749,18 @@ class SyncConnection:
 
         token = doc.receipts.arrived()
         try:
-            events = tuple(decode_batch(records, lookup, self.limits.max_batch_events))
+            events = tuple(
+                decode_batch(records, lookup, self.limits.max_batch_events, doc.sent_ids.at)
+            )
         except UnknownParentError as exc:
             # not the peer's fault: it assumed we hold what we refused before;
-            # the error, in this batch's place, asks for it again with hashes
+            # the error, in this batch's place, asks for it again with hashes.
+            # Our count of its events is off from now on: name none by position
+            doc.received_ids.frozen = True
             self._settle(doc_id, doc, token, Error(exc.code, str(exc)[:4096], doc_id))
             return
         self.traffic.events_received += len(events)
+        doc.received_ids.extend(e.id for e in events)
         doc.received[token] = events
         for event in events:
             recent[event.id] = event
@@ -770,5 +785,6 @@ class SyncConnection:
                     self.limits.compress_above,
                 )
                 doc.sent.sent(batch)
+                doc.sent_ids.extend(e.id for e in batch)
                 return
         self._errors.append(error)
