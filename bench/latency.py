@@ -59,6 +59,7 @@ from gether.sync.messages import (  # noqa: E402
     decode,
     encode,
 )
+from gether.sync.window import ReceivedWindow  # noqa: E402
 
 DOC = "bench"  # gether document id, and the pycrdt-websocket room (path /bench)
 TEXT = "text"  # the shared text's name in both libraries
@@ -230,7 +231,8 @@ class GetherDummy:
     receives. It speaks protocol v2, as ``gether.connect`` does: it decodes the
     batches it receives (once per process, see ``_BATCHES``) to learn their
     ids, clocks and parents, so that its own events name the heads it has seen
-    as parents, exactly as a full replica's would, and it acknowledges what it
+    as parents, exactly as a full replica's would (naming those it received
+    from the server by position, as ``SyncConnection`` does), and it acknowledges what it
     received with cumulative acks at most once a second (riding on its
     keystrokes). Its first two events (the text's creation, its newline) come
     from a real ``gether.Document``; each keystroke after that is built and
@@ -253,6 +255,7 @@ class GetherDummy:
             last.id: (last.hash, last.lamport, last.hlc)
         }
         self.number = 0  # the server's number for the document (its Subscribe says)
+        self.received = ReceivedWindow()  # parents it received are named by position
         self.unacked = 0  # batches received and not acknowledged yet
         self.ws: RawWebSocket | None = None
         self.subscribed = asyncio.get_running_loop().create_future()
@@ -278,7 +281,9 @@ class GetherDummy:
                 message = decode(payload, protocol=2)
                 assert isinstance(message, EventsV2)
                 heads = self.heads
-                for event in _decode_v2(message.records):
+                events = _decode_v2(message.records)
+                self.received.extend(e.id for e in events)
+                for event in events:
                     for parent, _ in event.parents:
                         heads.pop(parent, None)
                     heads[event.id] = (event.hash, event.lamport, event.hlc)
@@ -321,7 +326,8 @@ class GetherDummy:
         self.keystrokes += 1
         assert self.ws is not None
         # acks ride on the keystroke: once a second, as gether.connect's do
-        self.ws.send(self._ack() + encode_events_frame(self.number, [event], _HELD.get))
+        frame_ = encode_events_frame(self.number, [event], _HELD.get, near=self.received)
+        self.ws.send(self._ack() + frame_)
 
 
 class YDummy:
