@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import gether
 from gether.core.ids import Version
-from gether.sync import Role, SyncConnection
-from gether.sync.fanout import SharedBatch
+from gether.sync import Limits, Role, SyncConnection
+from gether.sync.fanout import SharedBatch, shared_batches
 from gether.sync.messages import VERSIONS
 from gether.testing.histories import edit
 from gether.testing.sync import DocumentsHost, deliver, pump
@@ -26,8 +26,9 @@ class Server:
     """A hub in miniature: one document, a connection per client, and fan-out
     exactly as ``DocumentHub._fan_out`` makes it."""
 
-    def __init__(self, versions: tuple[int, ...] = VERSIONS) -> None:
+    def __init__(self, versions: tuple[int, ...] = VERSIONS, limits: Limits | None = None) -> None:
         self.versions = versions
+        self.limits = limits or Limits()
         self.doc = gether.Document("server")
         self.host = DocumentsHost({DOC: self.doc}, shared={DOC: self.doc.version})
         self.conns: dict[int, SyncConnection] = {}
@@ -35,7 +36,7 @@ class Server:
 
     def connection(self, i: int) -> SyncConnection:
         conn = self.conns[i] = SyncConnection(
-            self.host, "server", Role.SERVER, now=0.0, versions=self.versions
+            self.host, "server", Role.SERVER, now=0.0, versions=self.versions, limits=self.limits
         )
         return conn
 
@@ -48,10 +49,10 @@ class Server:
         events = self.doc.events_since(before)
         if events:
             after = self.host.shared[DOC] = self.doc.version
-            batch = SharedBatch(DOC, before, after, events)
-            self.batches.append(batch)
-            for conn in self.conns.values():
-                conn.push_shared(batch)
+            for batch in shared_batches(DOC, before, after, events, self.limits):
+                self.batches.append(batch)
+                for conn in self.conns.values():
+                    conn.push_shared(batch)
 
 
 class Client:
@@ -177,6 +178,28 @@ def test_a_subscriber_that_missed_a_batch_is_caught_up_then_live() -> None:
     # both are live at the end of the last batch: the next one goes out as is
     batch = server.batches[-1]
     assert all(conn._docs[DOC].live is batch.after for conn in server.conns.values())
+
+
+@pytest.mark.parametrize("limits", [Limits(batch_events=3), Limits(batch_bytes=400)])
+def test_a_gain_over_the_batch_limits_goes_as_several_shared_batches(limits: Limits) -> None:
+    server = Server((2,), limits)
+    clients = [Client(i, (2,)) for i in range(3)]
+    for i, client in enumerate(clients):
+        pump(client.conn, client.host, server.connection(i), server.host)
+    server.doc.apply_events(_edits("a", 7) + _edits("b", 4))
+    server.fan_out()
+    assert len(server.batches) >= 3
+    for batch in server.batches:
+        assert len(batch.events) <= limits.batch_events
+        assert batch.size <= limits.batch_bytes or len(batch.events) == 1
+    for previous, batch in zip(server.batches, server.batches[1:], strict=False):
+        assert batch.before is previous.after  # a chain: live subscribers take each as is
+    frames = [server.conns[i].data_to_send() for i in range(3)]
+    assert frames[0] == frames[1] == frames[2]  # packed once, none for one alone
+    for i, client in enumerate(clients):
+        deliver(client.conn, client.host, frames[i], 0.0)
+        assert client.doc.to_json() == server.doc.to_json()
+    assert all(conn._docs[DOC].live is server.shared for conn in server.conns.values())
 
 
 def _edits(name: str, count: int) -> list[gether.Event]:

@@ -32,7 +32,7 @@ from gether.server.audit import AuditTrail
 from gether.server.authz import AuthorBook, Authorization
 from gether.store.base import EventStore, Snapshot, check_doc_id
 from gether.sync.connection import Limits
-from gether.sync.fanout import SharedBatch
+from gether.sync.fanout import SharedBatch, shared_batches
 from gether.sync.messages import VERSIONS
 
 log = logging.getLogger(__name__)
@@ -201,9 +201,12 @@ class DocumentHub:
             asyncio.get_running_loop().call_later(delay, self._fan_out, hosted)
 
     def _fan_out(self, hosted: HostedDocument) -> None:
-        """Everything ``hosted`` gained since the last fan-out, as one batch for
-        every subscriber (the senders too: their own events come back to them
-        as duplicates, which costs less than packing a batch per subscriber)."""
+        """Everything ``hosted`` gained since the last fan-out, as batches sent
+        alike to every subscriber (the senders too: their own events come back
+        to them as duplicates, which costs less than packing a batch per
+        subscriber). A gain over the batch limits goes as several batches, each
+        within them: a connection packs one that is not for itself alone, and
+        under a burst that was every subscriber packing the whole gain."""
         hosted.fanout_due = False
         if self._docs.get(hosted.doc_id) is not hosted:
             return  # evicted meanwhile
@@ -212,9 +215,10 @@ class DocumentHub:
             return
         events = hosted.durable_since(before)
         hosted.shared = after
-        shared = SharedBatch(hosted.doc_id, before, after, events)
-        for subscriber in list(hosted.subscribers):
-            subscriber.document_changed(hosted.doc_id, shared)
+        limits = self.config.limits
+        for shared in shared_batches(hosted.doc_id, before, after, events, limits):
+            for subscriber in list(hosted.subscribers):
+                subscriber.document_changed(hosted.doc_id, shared)
 
     # -- receiving --------------------------------------------------------------------
 

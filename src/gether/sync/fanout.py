@@ -6,13 +6,20 @@ version vectors (both were most of its time with hundreds of subscribers)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.sync.messages import Encoding, pack_events
 
 T = TypeVar("T")
+
+
+class BatchLimits(Protocol):
+    @property
+    def batch_events(self) -> int: ...
+    @property
+    def batch_bytes(self) -> int: ...
 
 
 class SharedBatch:
@@ -46,3 +53,37 @@ class SharedBatch:
         """The events packed as a v1 ``Events`` message carries them, made once."""
         pairs = [(e.body, e.signature) for e in self.events]
         return self.once((1, compress_above), lambda: pack_events(pairs, compress_above))
+
+
+def shared_batches(
+    doc_id: str,
+    before: Version,
+    after: Version,
+    events: Sequence[Event],
+    limits: BatchLimits,
+) -> list[SharedBatch]:
+    """What a document gained from ``before`` to ``after`` (``events``,
+    parents first) as shared batches in a row, each within the batch limits
+    (``limits.batch_events``, ``limits.batch_bytes``): a connection packs a
+    batch over them for itself alone, and under a burst that was every
+    subscriber packing the whole gain. An event over the byte limit is a batch
+    of its own."""
+    out: list[SharedBatch] = []
+    chunk: list[Event] = []
+    size = 0
+    vector: dict[str, int] | None = None
+    start = before
+    for event in events:
+        cost = len(event.body) + 64
+        if chunk and (len(chunk) >= limits.batch_events or size + cost > limits.batch_bytes):
+            if vector is None:
+                vector = before.to_dict()
+            for done in chunk:
+                vector[done.id[0]] = max(vector.get(done.id[0], 0), done.id[1])
+            end = Version.unchecked(vector)  # a causally closed prefix: a version
+            out.append(SharedBatch(doc_id, start, end, chunk))
+            start, chunk, size = end, [], 0
+        chunk.append(event)
+        size += cost
+    out.append(SharedBatch(doc_id, start, after, chunk))
+    return out
