@@ -431,18 +431,14 @@ async def test_events_waiting_for_parents_are_not_acknowledged(
             await session.close()
 
 
-@pytest.mark.xfail(
-    reason="known: v2 compresses a chain to ~220 bytes per 5,000 events and a "
-    "connection decodes all that one read holds before its owner applies any; "
-    "see docs/architecture.md, Hostile input",
-    strict=True,
-    raises=AssertionError,
-)
 async def test_a_compressed_flood_is_cut_off_before_it_is_all_decoded(
     hosts: dict[str, Host],
 ) -> None:
-    """What bounds the work of a flood is the decoder's: 4 KB of v2 frames must
-    not become 90,000 decoded events (it does: the xfail)."""
+    """What bounds the work of a flood is the decoder's: 4 KB of v2 frames
+    (a chain compresses to about 220 bytes per 5,000 events) must not become
+    90,000 decoded events. A connection stops decoding behind
+    ``Limits.max_unsettled_events`` until its owner settles them, and the
+    hub cuts the sender off past ``max_parked_events``."""
     host, case = hosts["server"], BY_NAME["parent_chain_100000_deep"]
     setting = await _set_up(host, "tcp", case, "-decoded")
     try:

@@ -321,6 +321,67 @@ def test_unknown_parent_is_answered_by_a_resend_with_hashes() -> None:
     assert not a.closed and not b.closed
 
 
+def test_decoding_waits_while_too_much_is_unsettled() -> None:
+    """A connection holds back the frames behind more than
+    ``max_unsettled_events`` decoded, unsettled events (a few KB of
+    compressed frames can hold a hundred thousand), until the owner settles
+    them and resumes; a large catch-up still goes through whole."""
+    limits = Limits(max_unsettled_events=10, batch_events=4)
+    source = gether.Document("src")
+    host_a = DocumentsHost({"d": source}, gether.Document, "a-host")
+    host_b = DocumentsHost({}, gether.Document, "b-host")
+    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits)
+    b = SyncConnection(host_b, "b", Role.SERVER, now=0.0, limits=limits)
+    a.subscribe("d")
+    pump(a, host_a, b, host_b)
+    for i in range(60):
+        source.text("t").insert(i, "x")
+    a.push("d")
+    b.receive_data(a.data_to_send(), 0.0)  # every batch of the catch-up at once
+    got = b.events_received()
+    assert 10 <= sum(len(r.events) for r in got) < 10 + 4
+    assert b.backlogged and b.events_received() == []
+    assert not b.settled_enough
+    for received in got:
+        host_b.document("d").apply_events(received.events)
+        b.acknowledge(received)
+    b.resume(0.0)
+    more = b.events_received()
+    assert more  # decoding went on
+    for received in more:
+        host_b.document("d").apply_events(received.events)
+        b.acknowledge(received)
+    deliver(b, host_b, b"", 0.0)  # the rest, settled as it comes
+    pump(a, host_a, b, host_b)
+    assert host_b.document("d").to_json() == source.to_json()
+
+
+def test_a_long_offline_run_never_waits_long_for_a_signature() -> None:
+    """Exported in batches, a long run of one replica's events is
+    authenticated batch by batch: one event in ``VOUCH_EVERY`` is signed, so
+    a receiver never holds more than that many waiting (a server cuts off a
+    sender past ``max_parked_events``)."""
+    from gether.core.document import VOUCH_EVERY
+
+    offline = gether.Document("offline")
+    for _ in range(3 * VOUCH_EVERY + 10):
+        offline.counter("c").increment(1)
+    events = offline.events_since(None)
+    data = encode_batch(events, _none, lambda _: False)  # thin: each batch's newest signed one
+    received = decode_batch(data, _none, 10_000)
+    signed = [e.id[1] for e in received if e.signature is not None]
+    assert signed == [len(events)]  # one batch: its newest signature vouches for all
+    receiver = gether.Document("server")
+    most = 0
+    for start in range(0, len(events), 100):
+        batch = events[start : start + 100]
+        chunk = decode_batch(encode_batch(batch, receiver.known_event), receiver.known_event, 1000)
+        receiver.apply_events(chunk)
+        most = max(most, len(receiver.pending))
+    assert receiver.to_json() == offline.to_json()
+    assert 0 < most <= VOUCH_EVERY < len(events) // 2  # not the whole run
+
+
 # -- near parents --------------------------------------------------------------------
 
 

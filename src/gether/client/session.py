@@ -264,6 +264,10 @@ class ClientSession:
                     break
                 conn.receive_data(data, self._loop.time())
                 self._process(conn)
+                # what it held back, now that _process settled what it had
+                while conn.backlogged and conn.settled_enough and not conn.closed:
+                    conn.resume(self._loop.time())
+                    self._process(conn)
                 await self._flush()
                 async with self._changed:
                     self._changed.notify_all()

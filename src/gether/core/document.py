@@ -104,6 +104,14 @@ class Journal(Protocol):
         ...
 
 
+VOUCH_EVERY = 256
+"""In what a replica exports, one of its events in this many is signed: a
+receiver holds events it cannot yet authenticate until a later signed one
+of their author vouches for them (through the hash chain), and servers
+bound how many they hold per sender (``Limits.max_parked_events``), so a
+long offline run sent in batches must not wait for its very last event."""
+
+
 class Document:
     """One replica of a document (see API.md for the public surface)."""
 
@@ -843,12 +851,13 @@ class Document:
 
     def events_since(self, version: Version | None = None) -> list[Event]:
         """The events a replica at ``version`` lacks (all if None), parents first.
-        The newest event of this replica among them is signed."""
+        The newest event of this replica among them is signed, and every
+        ``VOUCH_EVERY``-th before it."""
         if version is not None and not isinstance(version, Version):
             raise UsageError("events_since takes a gether.Version or None")
         self._commit_if_open()
         events = self._log.events_since(version)
-        self._sign_tips(events)
+        self._sign_tips(events, VOUCH_EVERY)
         return events
 
     def known_event(self, event_id: tuple[str, int]) -> Event | None:
@@ -862,13 +871,21 @@ class Document:
         if self._depth:
             raise UsageError("finish the transaction before exchanging events")
 
-    def _sign_tips(self, events: list[Event]) -> None:
+    def _sign_tips(self, events: list[Event], every: int | None = None) -> None:
+        """Have our newest event among ``events`` signed when read (it vouches
+        for the earlier ones through the hash chain), and with ``every``, each
+        ``every``-th before it too."""
         if not self._signed:
             return
+        me, key, gap = self._replica, self._key, 0
         for event in reversed(events):
-            if event.id[0] == self._replica:
-                event.sign_later(self._key)
-                return
+            if event.id[0] == me:
+                if gap == 0:
+                    event.sign_later(key)
+                    if every is None:
+                        return
+                    gap = every
+                gap -= 1
 
     def apply_events(
         self,

@@ -116,6 +116,7 @@ class Session:
         self._flush_scheduled = False
         self._closing = False
         self._tasks: set[asyncio.Future[None]] = set()
+        self._settled = asyncio.Event()  # a received batch was stored or refused
 
     # -- the hub tells us ----------------------------------------------------------
 
@@ -260,9 +261,24 @@ class Session:
         for start in range(0, len(data), FEED_BYTES):
             if not self._take(data[start : start + FEED_BYTES]):
                 return
-            await self._process()
+            await self._drain()
             if self.conn.closed:
                 return
+
+    async def _drain(self) -> None:
+        """Apply what was decoded; while the connection holds back frames until
+        enough of it is settled (``SyncConnection.backlogged``), wait for
+        settlements and decode on."""
+        conn = self.conn
+        await self._process()
+        while conn.backlogged and not conn.closed:
+            if not conn.settled_enough:
+                self._settled.clear()
+                await self._settled.wait()
+                continue
+            conn.resume(self._loop.time())
+            self._charge()
+            await self._process()
 
     async def _introduce(self) -> bool:
         """Hellos both ways, the peer's credentials checked, within the hello
@@ -290,7 +306,7 @@ class Session:
             await self.flush()
             return False
         # what came behind the hello, outside the timeout: opening documents may take long
-        await self._process()
+        await self._drain()
         await self.flush()
         return True
 
@@ -347,6 +363,8 @@ class Session:
                 conn.acknowledge(received)
             else:
                 conn.reject(received, rejected)
+        finally:
+            self._settled.set()
         await self.flush()
 
     async def _tick(self) -> None:

@@ -106,6 +106,10 @@ class Limits:
     """Until the peer's hello is accepted: a hello with a token fits; more is an attack."""
     max_batch_events: int = 10_000
     max_pending_batches: int = 64
+    max_unsettled_events: int = 10_000
+    """Events decoded and not yet stored or refused by the owner past which a
+    connection stops decoding (the rest waits, as bytes, until ``resume``): a
+    few KB of compressed frames can hold a hundred thousand events."""
     """Batches received and not yet acknowledged or rejected by the owner."""
     max_parked_events: int = 10_000
     """Events of one peer waiting for parents that never came (enforced by the owner)."""
@@ -235,6 +239,7 @@ class SyncConnection:
         """The peer's hello, once it is accepted (admitted, if admission is on)."""
         self._admission = admission
         self._waiting: Hello | None = None
+        self._held_back = False  # frames wait behind too many unsettled events
         self.closed = False
         self.close_reason: Error | None = None
         """Why the connection closed: our error to the peer, or the peer's to us."""
@@ -484,9 +489,34 @@ class SyncConnection:
 
     # -- internals ------------------------------------------------------------------
 
+    @property
+    def backlogged(self) -> bool:
+        """Frames wait undecoded behind too many unsettled events: settle
+        some (``acknowledge``, ``reject``), then ``resume``."""
+        return self._held_back
+
+    @property
+    def settled_enough(self) -> bool:
+        """Few enough events are unsettled for ``resume`` to decode more."""
+        return self._unsettled() < self.limits.max_unsettled_events
+
+    def resume(self, now: float) -> None:
+        """Decode what waited while too much was unsettled (see ``backlogged``)."""
+        self._held_back = False
+        self.receive_data(b"", now)
+
+    def _unsettled(self) -> int:
+        return sum(len(events) for doc in self._docs.values() for events in doc.received.values())
+
     def _read_frames(self) -> None:
         # a hello waiting for admission holds back everything behind it
-        while self._waiting is None and (payload := self._reader.next()) is not None:
+        while self._waiting is None and not self._held_back:
+            if self._reader.buffered and not self.settled_enough:
+                self._held_back = True
+                return
+            payload = self._reader.next()
+            if payload is None:
+                return
             self.traffic.frames_received += 1
             self._handle(
                 decode(

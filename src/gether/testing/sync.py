@@ -52,6 +52,14 @@ def deliver(conn: SyncConnection, host: DocumentsHost, data: bytes, now: float) 
     """Feed ``data`` to ``conn``, then apply and acknowledge what arrived."""
     stats = PumpStats()
     conn.receive_data(data, now)
+    while True:
+        _settle(conn, host, stats)
+        if not conn.backlogged or not conn.settled_enough or conn.closed:
+            return stats
+        conn.resume(now)
+
+
+def _settle(conn: SyncConnection, host: DocumentsHost, stats: PumpStats) -> None:
     for doc_id in conn.subscriptions_requested():
         host.document(doc_id)
         conn.accept(doc_id, live=host.shared.get(doc_id))
@@ -64,7 +72,6 @@ def deliver(conn: SyncConnection, host: DocumentsHost, data: bytes, now: float) 
             conn.reject(received, exc)
             continue
         conn.acknowledge(received)
-    return stats
 
 
 def pump(
