@@ -13,7 +13,10 @@ from pathlib import Path
 
 import gether
 from gether.client import ClientSession
+from gether.server.hub import HubConfig
+from gether.server.serve import start_server
 from gether.store import open_blocking_store
+from gether.sync import Limits
 from gether.testing.histories import edit
 from gether.testing.servers import ServerProcess
 
@@ -123,3 +126,28 @@ def store_version(tmp_path: Path) -> gether.Version:
         return store.version("notes")
     finally:
         store.close()
+
+
+async def test_a_long_offline_run_syncs_within_the_servers_waiting_limit(tmp_path: Path) -> None:
+    """A client back from an offline run longer than the events a server lets
+    one sender keep waiting (for a signature still to come) syncs whole: its
+    export has signatures all along the run, not only at its end."""
+    limits = Limits(max_parked_events=300, batch_events=100)
+    running = await start_server(
+        f"sqlite:///{tmp_path}/server.db",
+        port=0,
+        config=HubConfig(limits=limits),
+        handle_signals=False,
+    )
+    try:
+        doc = gether.Document("offline")
+        for _ in range(1_500):
+            doc.counter("c").increment(1)
+        async with gether.connect(running.ws_url, "long", doc=doc) as session:
+            await session.sync(timeout=60)
+        reader = gether.Document("reader")
+        async with gether.connect(running.ws_url, "long", doc=reader) as session:
+            await session.sync(timeout=60)
+        assert reader.to_json() == {"c": 1_500}
+    finally:
+        await running.stop()
