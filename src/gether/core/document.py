@@ -303,19 +303,9 @@ class Document:
 
     def transaction(self) -> Transaction:
         """Group edits into one event; if the block raises, none of them happen."""
-        self._check_writable()
+        if self._read_only:
+            self._check_writable()
         return Transaction(self)
-
-    def _enter(self) -> None:
-        self._depth += 1
-
-    def _exit(self, failed: bool) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            if failed:
-                self._rollback()
-            else:
-                self._commit()
 
     def _check_writable(self) -> None:
         if self._read_only:
@@ -324,10 +314,14 @@ class Document:
     def _begin(self) -> tuple[int, int]:
         """The counter and HLC stamp of the next local op."""
         if self._ops is None:
-            self._check_writable()
-            self._ops = []
-            self._counter = self._local_log().next_counter(self._replica)
+            if self._read_only:
+                self._check_writable()
+            log = self._log_value
+            if log is None:
+                log = self._local_log()
+            self._counter = log.next_counter(self._replica)
             self._txn_hlc = self._clock.tick()
+            self._ops = []
         return self._counter, self._txn_hlc
 
     def _push(self, op: Op) -> None:
@@ -345,7 +339,9 @@ class Document:
             return
         if self._guard is not None:  # raises, rolled back, if the state breaks the schema
             self._guard.commit(self, ops)
-        log = self._local_log()
+        log = self._log_value
+        if log is None:
+            log = self._local_log()
         me = self._replica
         count, tip_hash, end = log.tip(me)
         seq = count + 1
@@ -444,24 +440,37 @@ class Document:
         self._access.check_local(self, container_id, None)
         if self._guard is not None:
             self._guard.touch(self, container_id)
-        counter = self._begin()[0] if self._ops is None else self._counter
-        left, right = seq.local_insert(pos, self._replica, counter, len(text), text)
-        self._push((TEXT_INSERT, container_id, left, right, text))
+        ops = self._ops
+        if ops is None:
+            counter = self._begin()[0]
+            ops = self._ops
+            assert ops is not None
+        else:
+            counter = self._counter
+        length = len(text)
+        left, right = seq.local_insert(pos, self._replica, counter, length, text)
+        # _push, inlined: this is the path of every keystroke
+        ops.append((TEXT_INSERT, container_id, left, right, text))
+        self._counter = counter + length
+        if not self._depth:
+            self._commit()
 
     def _seq_delete(self, container_id: ContainerId, kind: Kind, pos: int, count: int) -> None:
         container = self._container(container_id, kind)
         if count <= 0:
             return
-        if pos < 0 or pos + count > container.seq.visible:
+        seq = container.seq
+        if pos < 0 or pos + count > seq.visible:
             raise OutOfRangeError(
-                f"delete {count} at {pos} outside sequence of length {container.seq.visible}"
+                f"delete {count} at {pos} outside sequence of length {seq.visible}"
             )
         self._access.check_local(self, container_id, None)
         if self._guard is not None:
             self._guard.touch(self, container_id)
-        self._begin()
+        if self._ops is None:
+            self._begin()
         if kind is Kind.TEXT:
-            spans = container.seq.local_delete(pos, count)
+            spans = seq.local_delete(pos, count)
         else:
             elements = [container.element_at(pos + i) for i in range(count)]
             for element in elements:
@@ -1163,11 +1172,18 @@ class Transaction:
         self._doc = doc
 
     def __enter__(self) -> Document:
-        self._doc._enter()
-        return self._doc
+        doc = self._doc
+        doc._depth += 1
+        return doc
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self._doc._exit(failed=kind is not None)
+        doc = self._doc
+        doc._depth -= 1
+        if not doc._depth:
+            if kind is None:
+                doc._commit()
+            else:
+                doc._rollback()
 
 
 def _apply_ops(state: DocState, event: Event) -> None:

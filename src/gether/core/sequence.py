@@ -17,6 +17,9 @@ inserts) but no longer count towards the visible length.
 Runs live in a list of small blocks, each caching its visible length, and a
 cursor remembers the last block visited, so edits near the previous one (the
 common case when typing) find their place without scanning from the start.
+On top of it, a hint remembers the live run the last local edit touched and
+its position: typing on at its end, or deleting back into it, needs no search
+at all. Only local edits keep the hint; anything else drops it.
 A per-replica sorted index finds the run holding a given id.
 """
 
@@ -84,13 +87,17 @@ class Sequence:
     element that moved there.
     """
 
-    __slots__ = ("_cursor", "_index", "blocks", "text", "visible")
+    __slots__ = ("_cursor", "_hint", "_hint_pos", "_index", "blocks", "text", "visible")
 
     def __init__(self, text: bool) -> None:
         self.text = text
         self.blocks: list[Block] = [Block()]
         self.visible = 0
         self._cursor = (0, 0)
+        # a live run in the cursor's block, and the position of its first
+        # element; only local edits set it, every other change clears it
+        self._hint: Run | None = None
+        self._hint_pos = 0
         self._index: dict[str, tuple[list[int], dict[int, Run]]] = {}
 
     # -- looking things up -------------------------------------------------
@@ -169,6 +176,27 @@ class Sequence:
                     return bi, prefix, ri, rest
                 rest -= run.length
             ri += 1
+
+    def _locate_near(self, pos: int) -> tuple[int, int, int, int]:
+        """``_locate``, starting from the hint when ``pos`` is at or after it in
+        the same block (the cursor's): a short scan instead of a search."""
+        hint = self._hint
+        if hint is not None and self._hint_pos <= pos:
+            bi, prefix = self._cursor
+            blocks = self.blocks
+            if bi < len(blocks) and blocks[bi] is hint.block:
+                runs = hint.block.runs
+                ri = runs.index(hint)
+                rest = pos - self._hint_pos
+                end = len(runs)
+                while ri < end:
+                    run = runs[ri]
+                    if not run.deleted:
+                        if rest < run.length:
+                            return bi, prefix, ri, rest
+                        rest -= run.length
+                    ri += 1
+        return self._locate(pos)
 
     def _key(self, element: OpId | None, start: bool) -> tuple[int, int, int]:
         """A sortable key for an element's place in the sequence."""
@@ -249,20 +277,46 @@ class Sequence:
         """Insert new elements before the pos-th visible one (after any tombstones
         that precede it); return their origins ``(left, right)``."""
         blocks = self.blocks
+        hint = self._hint
+        if (
+            hint is not None
+            and pos == self._hint_pos + hint.length
+            and hint.replica == replica
+            and hint.counter + hint.length == counter
+            and hint.right is not None
+            and (self.text or (content is None and hint.content is None))
+        ):
+            # typing on at the end of the last run typed: it grows if the
+            # element after it is still its right origin, and visible
+            runs = hint.block.runs
+            ri = runs.index(hint) + 1
+            if ri < len(runs):
+                following = runs[ri]
+                right = hint.right
+                if (
+                    not following.deleted
+                    and following.counter == right[1]
+                    and following.replica == right[0]
+                    and self._cursor[0] < len(blocks)
+                    and blocks[self._cursor[0]] is hint.block
+                ):
+                    self._extend(hint, length, content)
+                    return (replica, counter - 1), right
         if pos >= self.visible:
             bi = len(blocks) - 1
             while bi > 0 and not blocks[bi].runs:
                 bi -= 1
             block = blocks[bi]
             ri = len(block.runs)
-            right: OpId | None = None
+            right = None
             if ri:
                 prev: Run | None = block.runs[-1]
             else:
                 prev = None
-            self._cursor = (0, 0)
+            # the blocks after this one are empty: what comes before it
+            self._cursor = (bi, self.visible - block.visible)
         else:
-            bi, _, ri, offset = self._locate(pos)
+            bi, _, ri, offset = self._locate_near(pos)
             block = blocks[bi]
             run = block.runs[ri]
             if offset:
@@ -296,9 +350,13 @@ class Sequence:
                 and (self.text or (content is None and prev.content is None))
             ):
                 self._extend(prev, length, content)
+                self._hint = prev
+                self._hint_pos = pos + length - prev.length
                 return left, right
         new = Run(replica, counter, length, content, left, right, False, block)
         self._place(block, ri, new)
+        self._hint = new
+        self._hint_pos = pos
         return left, right
 
     def _extend(self, run: Run, length: int, content: Any) -> None:
@@ -313,7 +371,10 @@ class Sequence:
     def local_delete(self, pos: int, count: int) -> list[Span]:
         """Delete ``count`` visible elements from ``pos``; return their id spans."""
         spans: list[Span] = []
-        bi, prefix, ri, offset = self._locate(pos)
+        hint = self._hint
+        hint_pos = self._hint_pos
+        bi, prefix, ri, offset = self._locate_near(pos)
+        self._hint = None
         run = self.blocks[bi].runs[ri]
         if offset:
             run = self._split(run, offset)
@@ -335,6 +396,10 @@ class Sequence:
             if remaining:
                 run = self._next_run(run)
         self._cursor = (0, 0) if bi >= len(self.blocks) else (bi, prefix)
+        if hint is not None and hint_pos < pos:
+            # it still starts there and is live: the deletion began after its start
+            self._hint = hint
+            self._hint_pos = hint_pos
         return spans
 
     def _next_run(self, run: Run) -> Run:
@@ -389,6 +454,7 @@ class Sequence:
 
     def delete_span(self, replica: str, counter: int, length: int) -> list[Span]:
         """Delete the elements of a span (idempotent); return the spans newly deleted."""
+        self._hint = None
         newly: list[Span] = []
         end = counter + length
         while counter < end:
@@ -421,6 +487,7 @@ class Sequence:
         deleted: bool = False,
     ) -> Run:
         """Place elements received from another replica (or replayed)."""
+        self._hint = None
         left_run: Run | None = None
         if left is not None:
             left_run, offset = self.find(left) or _missing(left)
