@@ -316,7 +316,7 @@ class Document:
         if self._ops is None:
             if self._read_only:
                 self._check_writable()
-            log = self._log_value
+            log: EventLog | TipLog | None = self._log_value
             if log is None:
                 log = self._local_log()
             self._counter = log.next_counter(self._replica)
@@ -339,7 +339,7 @@ class Document:
             return
         if self._guard is not None:  # raises, rolled back, if the state breaks the schema
             self._guard.commit(self, ops)
-        log = self._log_value
+        log: EventLog | TipLog | None = self._log_value
         if log is None:
             log = self._local_log()
         me = self._replica

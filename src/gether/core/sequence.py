@@ -292,23 +292,23 @@ class Sequence:
             ri = runs.index(hint) + 1
             if ri < len(runs):
                 following = runs[ri]
-                right = hint.right
+                origin = hint.right
                 if (
                     not following.deleted
-                    and following.counter == right[1]
-                    and following.replica == right[0]
+                    and following.counter == origin[1]
+                    and following.replica == origin[0]
                     and self._cursor[0] < len(blocks)
                     and blocks[self._cursor[0]] is hint.block
                 ):
                     self._extend(hint, length, content)
-                    return (replica, counter - 1), right
+                    return (replica, counter - 1), origin
         if pos >= self.visible:
             bi = len(blocks) - 1
             while bi > 0 and not blocks[bi].runs:
                 bi -= 1
             block = blocks[bi]
             ri = len(block.runs)
-            right = None
+            right: OpId | None = None
             if ri:
                 prev: Run | None = block.runs[-1]
             else:
