@@ -29,6 +29,19 @@ def shape(seq: Sequence) -> list[tuple[object, ...]]:
     ]
 
 
+def element(seq: Sequence, pos: int) -> tuple[str, int]:
+    run, offset = seq.run_at(pos)
+    return run.replica, run.counter + offset
+
+
+def check_index(seq: Sequence) -> None:
+    """Every id is found in the run that holds it."""
+    for run in list(seq.runs()):
+        for offset in range(run.length):
+            assert seq.find((run.replica, run.counter + offset)) == (run, offset)
+        assert seq.find((run.replica, run.counter + run.length + 10**6)) is None
+
+
 def replay(steps: list[tuple[str, float, int]], shortcuts: bool) -> tuple[list[object], Sequence]:
     seq = Sequence(text=True)
     seen: list[object] = []
@@ -57,10 +70,11 @@ def replay(steps: list[tuple[str, float, int]], shortcuts: bool) -> tuple[list[o
             counter += 1
             here = pos
         elif kind == "remote":
-            # another replica's insert at the front: positions after it move
-            left = None
-            first = next(iter(seq.runs()), None)
-            right = None if first is None else (first.replica, first.counter)
+            # another replica's insert between two visible elements: positions
+            # after it move, and its origins are found through the index
+            pos = round(where * size)
+            left = element(seq, pos - 1) if pos else None
+            right = element(seq, pos) if pos < size else None
             seq.integrate("b", remote, length, "xyzw"[:length], left, right)
             remote += length
             seen.append(("remote", remote))
@@ -77,6 +91,7 @@ def test_shortcuts_never_change_the_result(steps: list[tuple[str, float, int]]) 
     assert fast_seen == slow_seen
     assert shape(fast) == shape(slow)
     assert fast.to_text() == slow.to_text()
+    check_index(fast)
     assert [b.visible for b in fast.blocks] == [
         sum(r.length for r in b.runs if not r.deleted) for b in fast.blocks
     ]
@@ -98,3 +113,4 @@ def test_long_typing_spans_many_blocks() -> None:
     assert len(fast.blocks) > 10
     assert fast_seen == slow_seen
     assert shape(fast) == shape(slow)
+    check_index(fast)

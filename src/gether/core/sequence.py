@@ -20,7 +20,10 @@ common case when typing) find their place without scanning from the start.
 On top of it, a hint remembers the live run the last local edit touched and
 its position: typing on at its end, or deleting back into it, needs no search
 at all. Only local edits keep the hint; anything else drops it.
-A per-replica sorted index finds the run holding a given id.
+A per-replica index finds the run holding a given id: a dict from run starts
+to runs, and the starts in order for ids inside a run. Local edits only add to
+the dict and note new starts; the order is brought up to date when a lookup
+needs it (a remote edit), so typing never pays for keeping it sorted.
 """
 
 from __future__ import annotations
@@ -79,6 +82,32 @@ class Block:
         self.size = 0
 
 
+class _ReplicaIndex:
+    """The runs of one replica by start: ``runs`` is always exact; ``starts``
+    is sorted but may lack the starts in ``pending`` and hold ``stale`` ones
+    whose run was folded into the run before it (see ``Sequence.find``)."""
+
+    __slots__ = ("pending", "runs", "stale", "starts")
+
+    def __init__(self, runs: dict[int, Run]) -> None:
+        self.runs = runs
+        self.starts = sorted(runs)
+        self.pending: list[int] = []
+        self.stale = 0
+
+    def tidy(self) -> None:
+        """Bring ``starts`` up to date (few new starts: insert them; else rebuild)."""
+        pending = self.pending
+        starts = self.starts
+        if len(pending) <= 16 and self.stale * 2 <= len(starts):
+            for start in pending:
+                insort(starts, start)
+        else:
+            self.starts = sorted(self.runs)
+            self.stale = 0
+        pending.clear()
+
+
 class Sequence:
     """An ordered, run-length encoded set of elements with tombstones.
 
@@ -98,7 +127,7 @@ class Sequence:
         # element; only local edits set it, every other change clears it
         self._hint: Run | None = None
         self._hint_pos = 0
-        self._index: dict[str, tuple[list[int], dict[int, Run]]] = {}
+        self._index: dict[str, _ReplicaIndex] = {}
 
     # -- looking things up -------------------------------------------------
 
@@ -111,29 +140,38 @@ class Sequence:
                 if runs is None:
                     runs = by_replica[run.replica] = {}
                 runs[run.counter] = run
-        self._index = {r: (sorted(runs), runs) for r, runs in by_replica.items()}
+        self._index = {r: _ReplicaIndex(runs) for r, runs in by_replica.items()}
 
     def _add_to_index(self, run: Run) -> None:
         entry = self._index.get(run.replica)
         if entry is None:
-            entry = self._index[run.replica] = ([], {})
-        insort(entry[0], run.counter)
-        entry[1][run.counter] = run
+            entry = self._index[run.replica] = _ReplicaIndex({})
+        entry.runs[run.counter] = run
+        entry.pending.append(run.counter)
 
     def find(self, element: OpId) -> tuple[Run, int] | None:
         """The run holding ``element`` and its offset in it, if any."""
         entry = self._index.get(element[0])
         if entry is None:
             return None
-        starts, runs = entry
+        runs = entry.runs
         counter = element[1]
         exact = runs.get(counter)
         if exact is not None:
             return exact, 0
+        if entry.pending or entry.stale * 2 > len(entry.starts):
+            entry.tidy()
+        starts = entry.starts
         i = bisect_right(starts, counter) - 1
-        if i < 0:
-            return None
-        run: Run = runs[starts[i]]
+        while True:
+            if i < 0:
+                return None
+            found = runs.get(starts[i])
+            if found is not None:
+                break
+            # a stale start: its ids now belong to a run that starts before it
+            i -= 1
+        run: Run = found
         offset = counter - run.counter
         if offset >= run.length:
             return None
@@ -446,9 +484,9 @@ class Sequence:
         first.length += second.length
         if self.text:
             first.content += second.content
-        starts, by_start = self._index[second.replica]
-        del starts[bisect_right(starts, second.counter) - 1]
-        del by_start[second.counter]
+        entry = self._index[second.replica]
+        del entry.runs[second.counter]
+        entry.stale += 1  # its start stays in ``starts`` until the next tidy
 
     # -- remote edits ------------------------------------------------------
 
