@@ -24,7 +24,7 @@ from gether.core.containers import (
     SetState,
     TextState,
 )
-from gether.core.event import Event
+from gether.core.event import Event, Parent
 from gether.core.hlc import Clock, HybridClock
 from gether.core.ids import ROOT, ContainerId, EventId, EventKey, OpId, Version, check_replica_id
 from gether.core.keys import SigningKey
@@ -347,8 +347,12 @@ class Document:
         seq = count + 1
         heads = log.heads
         if len(heads) == 1:
-            parents = tuple(heads.items())
-            own_parent = parents[0][0][0] == me
+            # built inside out (not ``tuple(heads.items())``, which makes the
+            # outer tuple first): the collector then stops tracking both in
+            # one pass, and the event with them (see ``Event``)
+            for head, head_hash in heads.items():
+                parents: tuple[Parent, ...] = ((head, head_hash),)
+            own_parent = head[0] == me
         else:
             parents = tuple(sorted(heads.items()))
             own_parent = False
