@@ -86,25 +86,16 @@ class Event:
     (equal to an ``EventId``): exact tuples of strings and ints are left alone by
     the cyclic garbage collector, which matters with a million events alive.
     ``signature`` may be filled in later (lazily by its author, when it first
-    leaves the replica)."""
+    leaves the replica).
 
-    __slots__ = (
-        "_signature",
-        "_signer",
-        "_valid_for",
-        "body",
-        "counter",
-        "end",
-        "hash",
-        "hlc",
-        "id",
-        "key_id",
-        "lamport",
-        "ops",
-        "parents",
-        "prev",
-        "public_key",
-    )
+    The numbers, the body and the keys are kept together in one tuple of
+    atoms (read through properties), which the collector stops tracking at
+    its first pass: every full collection then touches five objects per event
+    instead of ten. With a document's whole history alive, full collections
+    were a fifth of the time of a local edit.
+    """
+
+    __slots__ = ("_atoms", "_signature", "_signer", "_valid_for", "hash", "id", "ops", "parents")
 
     def __init__(
         self,
@@ -122,15 +113,10 @@ class Event:
         end: int | None = None,
     ) -> None:
         self.id = event_id
-        self.counter = counter
-        self.lamport = lamport
-        self.hlc = hlc
-        self.key_id = key_id
-        self.public_key = public_key
         self.parents = parents
-        self.prev = prev
         self.ops = ops
-        self.end = end if end is not None else counter + ops_length(ops)
+        if end is None:
+            end = counter + ops_length(ops)
         if body is None:
             if len(parents) == 1:
                 ((parent, digest),) = parents
@@ -152,7 +138,7 @@ class Event:
                     ops,
                 )
             )
-        self.body = body
+        self._atoms = (counter, end, lamport, hlc, body, key_id, public_key, prev)
         self.hash = _sha256(body).digest()
         self._signature = signature
         self._signer: SigningKey | None = None
@@ -160,6 +146,38 @@ class Event:
         # verified in this process): Ed25519 is deterministic, so checking
         # the same signature, hash and key again cannot give another answer
         self._valid_for: bytes | None = None
+
+    @property
+    def counter(self) -> int:
+        return self._atoms[0]
+
+    @property
+    def end(self) -> int:
+        return self._atoms[1]
+
+    @property
+    def lamport(self) -> int:
+        return self._atoms[2]
+
+    @property
+    def hlc(self) -> int:
+        return self._atoms[3]
+
+    @property
+    def body(self) -> bytes:
+        return self._atoms[4]
+
+    @property
+    def key_id(self) -> bytes:
+        return self._atoms[5]
+
+    @property
+    def public_key(self) -> bytes | None:
+        return self._atoms[6]
+
+    @property
+    def prev(self) -> bytes | None:
+        return self._atoms[7]
 
     @property
     def signature(self) -> bytes | None:
