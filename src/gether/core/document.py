@@ -360,7 +360,7 @@ class Document:
         if count and not own_parent and (me, seq - 1) not in heads:
             prev = tip_hash
         key = self._key
-        event = Event(
+        event = Event.create(
             (me, seq),
             end,
             log.max_lamport + 1,
@@ -370,7 +370,9 @@ class Document:
             parents,
             prev,
             tuple(ops),
-            end=self._counter,
+            None,
+            None,
+            self._counter,
         )
         if own_parent:
             vector = log.own_vector(me)
