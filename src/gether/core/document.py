@@ -390,7 +390,7 @@ class Document:
                 self._rollback()
                 raise
         log.record(event, vector)
-        self._access.recorded(event, local=True)
+        self._access.recorded(event, True)
         if journal is not None:
             journal.written(self)
         if self._listeners:
@@ -462,7 +462,9 @@ class Document:
             self._commit()
 
     def _seq_delete(self, container_id: ContainerId, kind: Kind, pos: int, count: int) -> None:
-        container = self._container(container_id, kind)
+        container: Any = self._state.containers.get(container_id)
+        if container is None or container.kind is not kind:
+            container = self._container(container_id, kind)
         if count <= 0:
             return
         seq = container.seq

@@ -338,7 +338,14 @@ class Sequence:
                     and self._cursor[0] < len(blocks)
                     and blocks[self._cursor[0]] is hint.block
                 ):
-                    self._extend(hint, length, content)
+                    # _extend, inlined: this is the path of most keystrokes
+                    if self.text:
+                        hint.content += content
+                    hint.length += length
+                    block = hint.block
+                    block.size += length
+                    block.visible += length
+                    self.visible += length
                     return (replica, counter - 1), origin
         if pos >= self.visible:
             bi = len(blocks) - 1
