@@ -24,7 +24,7 @@ from gether.core.containers import (
     SetState,
     TextState,
 )
-from gether.core.event import Event
+from gether.core.event import Event, Parent
 from gether.core.hlc import Clock, HybridClock
 from gether.core.ids import ROOT, ContainerId, EventId, EventKey, OpId, Version, check_replica_id
 from gether.core.keys import SigningKey
@@ -354,19 +354,9 @@ class Document:
 
     def transaction(self) -> Transaction:
         """Group edits into one event; if the block raises, none of them happen."""
-        self._check_writable()
+        if self._read_only:
+            self._check_writable()
         return Transaction(self)
-
-    def _enter(self) -> None:
-        self._depth += 1
-
-    def _exit(self, failed: bool) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            if failed:
-                self._rollback()
-            else:
-                self._commit()
 
     def _check_writable(self) -> None:
         if self._read_only:
@@ -375,10 +365,14 @@ class Document:
     def _begin(self) -> tuple[int, int]:
         """The counter and HLC stamp of the next local op."""
         if self._ops is None:
-            self._check_writable()
-            self._ops = []
-            self._counter = self._local_log().next_counter(self._replica)
+            if self._read_only:
+                self._check_writable()
+            log: EventLog | TipLog | None = self._log_value
+            if log is None:
+                log = self._local_log()
+            self._counter = log.next_counter(self._replica)
             self._txn_hlc = self._clock.tick()
+            self._ops = []
         return self._counter, self._txn_hlc
 
     def _push(self, op: Op) -> None:
@@ -396,14 +390,20 @@ class Document:
             return
         if self._guard is not None:  # raises, rolled back, if the state breaks the schema
             self._guard.commit(self, ops)
-        log = self._local_log()
+        log: EventLog | TipLog | None = self._log_value
+        if log is None:
+            log = self._local_log()
         me = self._replica
         count, tip_hash, end = log.tip(me)
         seq = count + 1
         heads = log.heads
         if len(heads) == 1:
-            parents = tuple(heads.items())
-            own_parent = parents[0][0][0] == me
+            # built inside out (not ``tuple(heads.items())``, which makes the
+            # outer tuple first): the collector then stops tracking both in
+            # one pass, and the event with them (see ``Event``)
+            for head, head_hash in heads.items():
+                parents: tuple[Parent, ...] = ((head, head_hash),)
+            own_parent = head[0] == me
         else:
             parents = tuple(sorted(heads.items()))
             own_parent = False
@@ -411,7 +411,7 @@ class Document:
         if count and not own_parent and (me, seq - 1) not in heads:
             prev = tip_hash
         key = self._key
-        event = Event(
+        event = Event.create(
             (me, seq),
             end,
             log.max_lamport + 1,
@@ -421,7 +421,9 @@ class Document:
             parents,
             prev,
             tuple(ops),
-            end=self._counter,
+            None,
+            None,
+            self._counter,
         )
         # nothing new seen: its past is the previous one's; else it saw all (heads)
         vector = log.own_vector(me) if own_parent else log.vector_for([p for p, _ in parents], me)
@@ -437,7 +439,7 @@ class Document:
                 self._rollback()
                 raise
         log.record(event, vector)
-        self._access.recorded(event, local=True)
+        self._access.recorded(event, True)
         if journal is not None:
             journal.written(self)
         if self._listeners:
@@ -493,24 +495,39 @@ class Document:
         self._access.check_local(self, container_id, None)
         if self._guard is not None:
             self._guard.touch(self, container_id)
-        counter = self._begin()[0] if self._ops is None else self._counter
-        left, right = seq.local_insert(pos, self._replica, counter, len(text), text)
-        self._push((TEXT_INSERT, container_id, left, right, text))
+        ops = self._ops
+        if ops is None:
+            counter = self._begin()[0]
+            ops = self._ops
+            assert ops is not None
+        else:
+            counter = self._counter
+        length = len(text)
+        left, right = seq.local_insert(pos, self._replica, counter, length, text)
+        # _push, inlined: this is the path of every keystroke
+        ops.append((TEXT_INSERT, container_id, left, right, text))
+        self._counter = counter + length
+        if not self._depth:
+            self._commit()
 
     def _seq_delete(self, container_id: ContainerId, kind: Kind, pos: int, count: int) -> None:
-        container = self._container(container_id, kind)
+        container: Any = self._state.containers.get(container_id)
+        if container is None or container.kind is not kind:
+            container = self._container(container_id, kind)
         if count <= 0:
             return
-        if pos < 0 or pos + count > container.seq.visible:
+        seq = container.seq
+        if pos < 0 or pos + count > seq.visible:
             raise OutOfRangeError(
-                f"delete {count} at {pos} outside sequence of length {container.seq.visible}"
+                f"delete {count} at {pos} outside sequence of length {seq.visible}"
             )
         self._access.check_local(self, container_id, None)
         if self._guard is not None:
             self._guard.touch(self, container_id)
-        self._begin()
+        if self._ops is None:
+            self._begin()
         if kind is Kind.TEXT:
-            spans = container.seq.local_delete(pos, count)
+            spans = seq.local_delete(pos, count)
         else:
             elements = [container.element_at(pos + i) for i in range(count)]
             for element in elements:
@@ -1244,11 +1261,18 @@ class Transaction:
         self._doc = doc
 
     def __enter__(self) -> Document:
-        self._doc._enter()
-        return self._doc
+        doc = self._doc
+        doc._depth += 1
+        return doc
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self._doc._exit(failed=kind is not None)
+        doc = self._doc
+        doc._depth -= 1
+        if not doc._depth:
+            if kind is None:
+                doc._commit()
+            else:
+                doc._rollback()
 
 
 def _apply_ops(state: DocState, event: Event) -> None:

@@ -65,6 +65,7 @@ def _ext_hook(code: int, data: bytes) -> object:
     raise DecodeError(f"unknown extension type {code}")
 
 
+_new_object = object.__new__
 _packer = msgpack.Packer(default=_ext_default, use_bin_type=True, autoreset=True)
 
 
@@ -90,25 +91,16 @@ class Event:
     (equal to an ``EventId``): exact tuples of strings and ints are left alone by
     the cyclic garbage collector, which matters with a million events alive.
     ``signature`` may be filled in later (lazily by its author, when it first
-    leaves the replica)."""
+    leaves the replica).
 
-    __slots__ = (
-        "_signature",
-        "_signer",
-        "_valid_for",
-        "body",
-        "counter",
-        "end",
-        "hash",
-        "hlc",
-        "id",
-        "key_id",
-        "lamport",
-        "ops",
-        "parents",
-        "prev",
-        "public_key",
-    )
+    The numbers, the body and the keys are kept together in one tuple of
+    atoms (read through properties), which the collector stops tracking at
+    its first pass: every full collection then touches five objects per event
+    instead of ten. With a document's whole history alive, full collections
+    were a fifth of the time of a local edit.
+    """
+
+    __slots__ = ("_atoms", "_signature", "_signer", "_valid_for", "hash", "id", "ops", "parents")
 
     def __init__(
         self,
@@ -125,16 +117,77 @@ class Event:
         signature: bytes | None = None,
         end: int | None = None,
     ) -> None:
+        self._setup(
+            event_id,
+            counter,
+            lamport,
+            hlc,
+            key_id,
+            public_key,
+            parents,
+            prev,
+            ops,
+            body,
+            signature,
+            end,
+        )
+
+    @classmethod
+    def create(
+        cls,
+        event_id: tuple[str, int],
+        counter: int,
+        lamport: int,
+        hlc: int,
+        key_id: bytes,
+        public_key: bytes | None,
+        parents: tuple[Parent, ...],
+        prev: bytes | None,
+        ops: tuple[Op, ...],
+        body: bytes | None = None,
+        signature: bytes | None = None,
+        end: int | None = None,
+    ) -> Event:
+        """``Event(...)``, made faster: calling a class runs ``__init__`` through
+        a generic slot that repacks the arguments, which costs as much as
+        filling the event in. Every local commit and decoded event comes here."""
+        event: Event = _new_object(cls)
+        event._setup(
+            event_id,
+            counter,
+            lamport,
+            hlc,
+            key_id,
+            public_key,
+            parents,
+            prev,
+            ops,
+            body,
+            signature,
+            end,
+        )
+        return event
+
+    def _setup(
+        self,
+        event_id: tuple[str, int],
+        counter: int,
+        lamport: int,
+        hlc: int,
+        key_id: bytes,
+        public_key: bytes | None,
+        parents: tuple[Parent, ...],
+        prev: bytes | None,
+        ops: tuple[Op, ...],
+        body: bytes | None,
+        signature: bytes | None,
+        end: int | None,
+    ) -> None:
         self.id = event_id
-        self.counter = counter
-        self.lamport = lamport
-        self.hlc = hlc
-        self.key_id = key_id
-        self.public_key = public_key
         self.parents = parents
-        self.prev = prev
         self.ops = ops
-        self.end = end if end is not None else counter + ops_length(ops)
+        if end is None:
+            end = counter + ops_length(ops)
         if body is None:
             if len(parents) == 1:
                 ((parent, digest),) = parents
@@ -156,7 +209,7 @@ class Event:
                     ops,
                 )
             )
-        self.body = body
+        self._atoms = (counter, end, lamport, hlc, body, key_id, public_key, prev)
         self.hash = _sha256(body).digest()
         self._signature = signature
         self._signer: SigningKey | None = None
@@ -164,6 +217,38 @@ class Event:
         # verified in this process): Ed25519 is deterministic, so checking
         # the same signature, hash and key again cannot give another answer
         self._valid_for: bytes | None = None
+
+    @property
+    def counter(self) -> int:
+        return self._atoms[0]
+
+    @property
+    def end(self) -> int:
+        return self._atoms[1]
+
+    @property
+    def lamport(self) -> int:
+        return self._atoms[2]
+
+    @property
+    def hlc(self) -> int:
+        return self._atoms[3]
+
+    @property
+    def body(self) -> bytes:
+        return self._atoms[4]
+
+    @property
+    def key_id(self) -> bytes:
+        return self._atoms[5]
+
+    @property
+    def public_key(self) -> bytes | None:
+        return self._atoms[6]
+
+    @property
+    def prev(self) -> bytes | None:
+        return self._atoms[7]
 
     @property
     def signature(self) -> bytes | None:
@@ -310,7 +395,7 @@ def decode_body(body: bytes, signature: bytes | None = None) -> Event:
         if type(op) is not tuple or not op or type(op[0]) is not int:
             raise DecodeError("malformed op")
     try:
-        event = Event(
+        event = Event.create(
             (replica, seq),
             counter,
             lamport,
@@ -320,8 +405,8 @@ def decode_body(body: bytes, signature: bytes | None = None) -> Event:
             tuple(parsed),
             prev,
             ops,
-            body=body,
-            signature=signature,
+            body,
+            signature,
         )
         canonical = pack(fields)
     except (TypeError, ValueError, IndexError) as exc:

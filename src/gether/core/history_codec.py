@@ -250,7 +250,7 @@ def decode_history(names: list[str], history: Any, text: TextSource) -> list[Eve
         prev = None
         if event_id[1] > 1 and (event_id[0], event_id[1] - 1) not in parent_ids:
             prev = events[(event_id[0], event_id[1] - 1)].hash
-        events[event_id] = Event(
+        events[event_id] = Event.create(
             event_id,
             counter,
             lamport,
@@ -260,8 +260,9 @@ def decode_history(names: list[str], history: Any, text: TextSource) -> list[Eve
             parents,
             prev,
             ops,
-            signature=signatures.get(event_id),
-            end=end,
+            None,
+            signatures.get(event_id),
+            end,
         )
     return list(events.values())
 

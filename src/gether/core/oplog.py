@@ -287,8 +287,9 @@ class EventLog:
         for parent, _ in event.parents:
             heads.pop(parent, None)
         heads[event.id] = event.hash
-        if event.lamport > self.max_lamport:
-            self.max_lamport = event.lamport
+        lamport = event.lamport
+        if lamport > self.max_lamport:
+            self.max_lamport = lamport
 
     def bind_key(self, replica: str, key_id: bytes, key: Ed25519PublicKey | None) -> None:
         self._keys[replica] = (key_id, key)

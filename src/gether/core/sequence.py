@@ -17,7 +17,13 @@ inserts) but no longer count towards the visible length.
 Runs live in a list of small blocks, each caching its visible length, and a
 cursor remembers the last block visited, so edits near the previous one (the
 common case when typing) find their place without scanning from the start.
-A per-replica sorted index finds the run holding a given id.
+On top of it, a hint remembers the live run the last local edit touched and
+its position: typing on at its end, or deleting back into it, needs no search
+at all. Only local edits keep the hint; anything else drops it.
+A per-replica index finds the run holding a given id: a dict from run starts
+to runs, and the starts in order for ids inside a run. Local edits only add to
+the dict and note new starts; the order is brought up to date when a lookup
+needs it (a remote edit), so typing never pays for keeping it sorted.
 """
 
 from __future__ import annotations
@@ -76,6 +82,32 @@ class Block:
         self.size = 0
 
 
+class _ReplicaIndex:
+    """The runs of one replica by start: ``runs`` is always exact; ``starts``
+    is sorted but may lack the starts in ``pending`` and hold ``stale`` ones
+    whose run was folded into the run before it (see ``Sequence.find``)."""
+
+    __slots__ = ("pending", "runs", "stale", "starts")
+
+    def __init__(self, runs: dict[int, Run]) -> None:
+        self.runs = runs
+        self.starts = sorted(runs)
+        self.pending: list[int] = []
+        self.stale = 0
+
+    def tidy(self) -> None:
+        """Bring ``starts`` up to date (few new starts: insert them; else rebuild)."""
+        pending = self.pending
+        starts = self.starts
+        if len(pending) <= 16 and self.stale * 2 <= len(starts):
+            for start in pending:
+                insort(starts, start)
+        else:
+            self.starts = sorted(self.runs)
+            self.stale = 0
+        pending.clear()
+
+
 class Sequence:
     """An ordered, run-length encoded set of elements with tombstones.
 
@@ -84,14 +116,18 @@ class Sequence:
     element that moved there.
     """
 
-    __slots__ = ("_cursor", "_index", "blocks", "text", "visible")
+    __slots__ = ("_cursor", "_hint", "_hint_pos", "_index", "blocks", "text", "visible")
 
     def __init__(self, text: bool) -> None:
         self.text = text
         self.blocks: list[Block] = [Block()]
         self.visible = 0
         self._cursor = (0, 0)
-        self._index: dict[str, tuple[list[int], dict[int, Run]]] = {}
+        # a live run in the cursor's block, and the position of its first
+        # element; only local edits set it, every other change clears it
+        self._hint: Run | None = None
+        self._hint_pos = 0
+        self._index: dict[str, _ReplicaIndex] = {}
 
     # -- looking things up -------------------------------------------------
 
@@ -104,29 +140,38 @@ class Sequence:
                 if runs is None:
                     runs = by_replica[run.replica] = {}
                 runs[run.counter] = run
-        self._index = {r: (sorted(runs), runs) for r, runs in by_replica.items()}
+        self._index = {r: _ReplicaIndex(runs) for r, runs in by_replica.items()}
 
     def _add_to_index(self, run: Run) -> None:
         entry = self._index.get(run.replica)
         if entry is None:
-            entry = self._index[run.replica] = ([], {})
-        insort(entry[0], run.counter)
-        entry[1][run.counter] = run
+            entry = self._index[run.replica] = _ReplicaIndex({})
+        entry.runs[run.counter] = run
+        entry.pending.append(run.counter)
 
     def find(self, element: OpId) -> tuple[Run, int] | None:
         """The run holding ``element`` and its offset in it, if any."""
         entry = self._index.get(element[0])
         if entry is None:
             return None
-        starts, runs = entry
+        runs = entry.runs
         counter = element[1]
         exact = runs.get(counter)
         if exact is not None:
             return exact, 0
+        if entry.pending or entry.stale * 2 > len(entry.starts):
+            entry.tidy()
+        starts = entry.starts
         i = bisect_right(starts, counter) - 1
-        if i < 0:
-            return None
-        run: Run = runs[starts[i]]
+        while True:
+            if i < 0:
+                return None
+            found = runs.get(starts[i])
+            if found is not None:
+                break
+            # a stale start: its ids now belong to a run that starts before it
+            i -= 1
+        run: Run = found
         offset = counter - run.counter
         if offset >= run.length:
             return None
@@ -169,6 +214,27 @@ class Sequence:
                     return bi, prefix, ri, rest
                 rest -= run.length
             ri += 1
+
+    def _locate_near(self, pos: int) -> tuple[int, int, int, int]:
+        """``_locate``, starting from the hint when ``pos`` is at or after it in
+        the same block (the cursor's): a short scan instead of a search."""
+        hint = self._hint
+        if hint is not None and self._hint_pos <= pos:
+            bi, prefix = self._cursor
+            blocks = self.blocks
+            if bi < len(blocks) and blocks[bi] is hint.block:
+                runs = hint.block.runs
+                ri = runs.index(hint)
+                rest = pos - self._hint_pos
+                end = len(runs)
+                while ri < end:
+                    run = runs[ri]
+                    if not run.deleted:
+                        if rest < run.length:
+                            return bi, prefix, ri, rest
+                        rest -= run.length
+                    ri += 1
+        return self._locate(pos)
 
     def _key(self, element: OpId | None, start: bool) -> tuple[int, int, int]:
         """A sortable key for an element's place in the sequence."""
@@ -249,6 +315,38 @@ class Sequence:
         """Insert new elements before the pos-th visible one (after any tombstones
         that precede it); return their origins ``(left, right)``."""
         blocks = self.blocks
+        hint = self._hint
+        if (
+            hint is not None
+            and pos == self._hint_pos + hint.length
+            and hint.replica == replica
+            and hint.counter + hint.length == counter
+            and hint.right is not None
+            and (self.text or (content is None and hint.content is None))
+        ):
+            # typing on at the end of the last run typed: it grows if the
+            # element after it is still its right origin, and visible
+            runs = hint.block.runs
+            ri = runs.index(hint) + 1
+            if ri < len(runs):
+                following = runs[ri]
+                origin = hint.right
+                if (
+                    not following.deleted
+                    and following.counter == origin[1]
+                    and following.replica == origin[0]
+                    and self._cursor[0] < len(blocks)
+                    and blocks[self._cursor[0]] is hint.block
+                ):
+                    # _extend, inlined: this is the path of most keystrokes
+                    if self.text:
+                        hint.content += content
+                    hint.length += length
+                    block = hint.block
+                    block.size += length
+                    block.visible += length
+                    self.visible += length
+                    return (replica, counter - 1), origin
         if pos >= self.visible:
             bi = len(blocks) - 1
             while bi > 0 and not blocks[bi].runs:
@@ -260,9 +358,10 @@ class Sequence:
                 prev: Run | None = block.runs[-1]
             else:
                 prev = None
-            self._cursor = (0, 0)
+            # the blocks after this one are empty: what comes before it
+            self._cursor = (bi, self.visible - block.visible)
         else:
-            bi, _, ri, offset = self._locate(pos)
+            bi, _, ri, offset = self._locate_near(pos)
             block = blocks[bi]
             run = block.runs[ri]
             if offset:
@@ -296,9 +395,13 @@ class Sequence:
                 and (self.text or (content is None and prev.content is None))
             ):
                 self._extend(prev, length, content)
+                self._hint = prev
+                self._hint_pos = pos + length - prev.length
                 return left, right
         new = Run(replica, counter, length, content, left, right, False, block)
         self._place(block, ri, new)
+        self._hint = new
+        self._hint_pos = pos
         return left, right
 
     def _extend(self, run: Run, length: int, content: Any) -> None:
@@ -313,7 +416,10 @@ class Sequence:
     def local_delete(self, pos: int, count: int) -> list[Span]:
         """Delete ``count`` visible elements from ``pos``; return their id spans."""
         spans: list[Span] = []
-        bi, prefix, ri, offset = self._locate(pos)
+        hint = self._hint
+        hint_pos = self._hint_pos
+        bi, prefix, ri, offset = self._locate_near(pos)
+        self._hint = None
         run = self.blocks[bi].runs[ri]
         if offset:
             run = self._split(run, offset)
@@ -335,6 +441,10 @@ class Sequence:
             if remaining:
                 run = self._next_run(run)
         self._cursor = (0, 0) if bi >= len(self.blocks) else (bi, prefix)
+        if hint is not None and hint_pos < pos:
+            # it still starts there and is live: the deletion began after its start
+            self._hint = hint
+            self._hint_pos = hint_pos
         return spans
 
     def _next_run(self, run: Run) -> Run:
@@ -381,14 +491,15 @@ class Sequence:
         first.length += second.length
         if self.text:
             first.content += second.content
-        starts, by_start = self._index[second.replica]
-        del starts[bisect_right(starts, second.counter) - 1]
-        del by_start[second.counter]
+        entry = self._index[second.replica]
+        del entry.runs[second.counter]
+        entry.stale += 1  # its start stays in ``starts`` until the next tidy
 
     # -- remote edits ------------------------------------------------------
 
     def delete_span(self, replica: str, counter: int, length: int) -> list[Span]:
         """Delete the elements of a span (idempotent); return the spans newly deleted."""
+        self._hint = None
         newly: list[Span] = []
         end = counter + length
         while counter < end:
@@ -421,6 +532,7 @@ class Sequence:
         deleted: bool = False,
     ) -> Run:
         """Place elements received from another replica (or replayed)."""
+        self._hint = None
         left_run: Run | None = None
         if left is not None:
             left_run, offset = self.find(left) or _missing(left)
