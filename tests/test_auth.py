@@ -78,14 +78,16 @@ async def raw(url: str, data: bytes, timeout: float = 10.0) -> tuple[list[Messag
     host, port = url.removeprefix("tcp://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     started = time.monotonic()
-    writer.write(data)
-    await writer.drain()
     received = b""
-    async with asyncio.timeout(timeout):
-        while chunk := await reader.read(65536):
-            received += chunk
+    try:  # closed even when the server resets the connection (a refusal may)
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                received += chunk
+    finally:
+        writer.close()
     elapsed = time.monotonic() - started
-    writer.close()
     return [decode(p) for p in FrameReader(1 << 24).feed(received)], elapsed
 
 
@@ -340,9 +342,11 @@ async def test_frames_before_hello_are_limited_to_8_kib(jwt_server: GetherServer
     # a good hello of the same route is answered
     ok = frame(encode(Hello("fine", token())))
     reader, writer = await asyncio.open_connection(*jwt_server.tcp_url[6:].split(":"))
-    writer.write(ok)
-    first = FrameReader(1 << 20).feed(await reader.read(65536))
-    writer.close()
+    try:
+        writer.write(ok)
+        first = FrameReader(1 << 20).feed(await reader.read(65536))
+    finally:
+        writer.close()
     assert isinstance(decode(first[0]), Hello)
 
 
