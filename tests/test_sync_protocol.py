@@ -310,12 +310,13 @@ def test_truncated_frame_at_eof() -> None:
     assert conn.close_reason.code == "decode"
 
 
-def test_unacknowledged_batches_are_bounded() -> None:
+@both_versions
+def test_unacknowledged_batches_are_bounded(versions: tuple[int, ...]) -> None:
     _, source = history(replica_count=1, edits=300, seed=4)
     limits = Limits(batch_events=5, max_pending_batches=4)
     host_a = DocumentsHost({}, gether.Document)
     host_b = DocumentsHost({"d": source}, gether.Document)
-    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits)
+    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits, versions=versions)
     b = SyncConnection(host_b, "b", Role.SERVER, now=0.0, limits=limits)
     a.subscribe("d")
     b.receive_data(a.data_to_send(), 0.0)
@@ -323,6 +324,7 @@ def test_unacknowledged_batches_are_bounded() -> None:
     for _ in range(3):  # a never acknowledges
         a.receive_data(b.data_to_send(), 0.0)
         b.receive_data(a.data_to_send(), 0.0)
+    assert a.protocol == max(versions)
     assert a.closed and a.close_reason is not None
     assert a.close_reason.code == "limit_exceeded"
 

@@ -508,24 +508,6 @@ def test_an_unsigned_document_accepts_unsigned_events_and_a_signed_one_waits() -
     assert gether.Document("c").apply_events(events) == 0  # nothing vouches for them
 
 
-def test_limits_apply_to_v2_batches() -> None:
-    _, source = history(replica_count=1, edits=300, seed=4)
-    limits = Limits(batch_events=5, max_pending_batches=4)
-    host_a = DocumentsHost({}, gether.Document)
-    host_b = DocumentsHost({"d": source}, gether.Document)
-    a = SyncConnection(host_a, "a", Role.CLIENT, now=0.0, limits=limits)
-    b = SyncConnection(host_b, "b", Role.SERVER, now=0.0, limits=limits)
-    a.subscribe("d")
-    b.receive_data(a.data_to_send(), 0.0)
-    b.accept(*b.subscriptions_requested())
-    for _ in range(3):  # a never acknowledges
-        a.receive_data(b.data_to_send(), 0.0)
-        b.receive_data(a.data_to_send(), 0.0)
-    assert a.protocol == 2
-    assert a.closed and a.close_reason is not None
-    assert a.close_reason.code == "limit_exceeded"
-
-
 async def test_a_client_falls_back_to_v1_with_a_server_from_before_v2(tmp_path: Path) -> None:
     """A server from before v2 reads a Hello offering [1, 2] as an unknown
     version and closes with unsupported_version; the client then offers v1

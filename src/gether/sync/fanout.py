@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 from gether.core.event import Event
 from gether.core.ids import Version
 from gether.sync.messages import Encoding, pack_events
+from gether.sync.tracker import VersionTracker
 
 T = TypeVar("T")
 
@@ -71,16 +72,15 @@ def shared_batches(
     out: list[SharedBatch] = []
     chunk: list[Event] = []
     size = 0
-    vector: dict[str, int] | None = None
+    reached: VersionTracker | None = None  # made at the first cut: most gains fit whole
     start = before
     for event in events:
         cost = len(event.body) + 64
         if chunk and (len(chunk) >= limits.batch_events or size + cost > limits.batch_bytes):
-            if vector is None:
-                vector = before.to_dict()
-            for done in chunk:
-                vector[done.id[0]] = max(vector.get(done.id[0], 0), done.id[1])
-            end = Version.unchecked(vector)  # a causally closed prefix: a version
+            if reached is None:
+                reached = VersionTracker(before)
+            reached.add(chunk)
+            end = reached.version()  # a causally closed prefix: a version
             out.append(SharedBatch(doc_id, start, end, chunk))
             start, chunk, size = end, [], 0
         chunk.append(event)
