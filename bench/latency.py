@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -59,6 +58,7 @@ from gether.sync.messages import (  # noqa: E402
     decode,
     encode,
 )
+from gether.sync.names import ReceivedNames, SentNames  # noqa: E402
 from gether.sync.window import ReceivedWindow  # noqa: E402
 
 DOC = "bench"  # gether document id, and the pycrdt-websocket room (path /bench)
@@ -192,51 +192,62 @@ class RawWebSocket(asyncio.Protocol):
 
 # -- dummy writers ----------------------------------------------------------------------
 
-_EVENT_INFO: dict[bytes, tuple[tuple[str, int], int, int, tuple[tuple[str, int], ...], bytes]] = {}
-"""Per process: event body -> (id, lamport, hlc, parent ids, hash), so that the
-events every dummy of a process receives are parsed once."""
-
-
-def _event_info(
-    body: bytes,
-) -> tuple[tuple[str, int], int, int, tuple[tuple[str, int], ...], bytes]:
-    info = _EVENT_INFO.get(body)
-    if info is None:
-        f = msgpack.unpackb(body, use_list=False)
-        parents = tuple((p[0], p[1]) for p in f[8])
-        info = ((f[1], f[2]), f[4], f[5], parents, hashlib.sha256(body).digest())
-        _EVENT_INFO[body] = info
-    return info
-
-
 _HELD: dict[tuple[str, int], Event] = {}
 """Per process: every event its dummies received or made, by id (v2 batches
 name held parents without their hashes: decoding looks them up here)."""
-_BATCHES: dict[bytes, list[Event]] = {}
-"""Per process: a v2 batch's records -> its events. The server sends the same
-bytes to every live subscriber, so each batch is decoded once per process."""
+
+Heads = dict[tuple[str, int], Event]
 
 
-def _decode_v2(records: bytes) -> list[Event]:
-    events = _BATCHES.get(records)
-    if events is None:
-        events = _BATCHES[records] = decode_batch(records, _HELD.get, 100_000)
-        for event in events:
+class Batch:
+    """One v2 ``Events`` message as a process's dummies receive it: the server
+    sends the same bytes to every live subscriber, so it is decoded once per
+    process, and so is what it does to their heads (see ``heads_after``)."""
+
+    __slots__ = ("events", "heads", "ids")
+
+    def __init__(self, records: bytes, names: ReceivedNames | None = None) -> None:
+        self.events = decode_batch(records, _HELD.get, 100_000, names=names)
+        for event in self.events:
             _HELD[event.id] = event
-    return events
+        self.ids = frozenset(e.id for e in self.events)
+        self.heads: Heads | None = None
+
+    def heads_after(self, before: Heads) -> Heads:
+        """The heads of what a dummy holds once it takes this batch, from the
+        heads of what it held before. The same for every dummy that takes it:
+        a batch sent to many is sent to those that hold all before it (a
+        catch-up batch, to one, is made of what that one lacked), so what they
+        hold after it is the same set."""
+        if self.heads is None:
+            heads = dict(before)
+            for event in self.events:
+                for parent, _ in event.parents:
+                    heads.pop(parent, None)
+                heads[event.id] = event
+            self.heads = heads
+        return self.heads
+
+
+_BATCHES: dict[bytes, Batch] = {}
+"""Per process: an ``Events`` payload -> its batch (batches made for many)."""
+_LISTED = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+"""First bytes of a batch whose table lists names (msgpack arrays): made for
+one connection (protocol 3)."""
 
 
 class GetherDummy:
     """A gether client that types into its own line and never applies what it
-    receives. It speaks protocol v2, as ``gether.connect`` does: it decodes the
-    batches it receives (once per process, see ``_BATCHES``) to learn their
-    ids, clocks and parents, so that its own events name the heads it has seen
+    receives. It speaks protocol 3, as ``gether.connect`` does: it learns the
+    ids, clocks and parents of the batches it receives (decoded once per
+    process, see ``Batch``), so that its own events name the heads it has seen
     as parents, exactly as a full replica's would (naming those it received
-    from the server by position, as ``SyncConnection`` does), and it acknowledges what it
-    received with cumulative acks at most once a second (riding on its
-    keystrokes). Its first two events (the text's creation, its newline) come
-    from a real ``gether.Document``; each keystroke after that is built and
-    signed here, with the op a ``Document`` holding only this line would make."""
+    from the server by position, as ``SyncConnection`` does), and it
+    acknowledges what it received with cumulative acks at most once a second
+    (riding on its keystrokes). Its first two events (the text's creation, its
+    newline) come from a real ``gether.Document``; each keystroke after that is
+    built and signed here, with the op a ``Document`` holding only this line
+    would make."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -251,11 +262,15 @@ class GetherDummy:
         self.newline = (name, last.counter)
         self.left: tuple[str, int] | None = None  # our previous character
         self.seq, self.counter, self.last = last.id[1], last.end, last
-        self.heads: dict[tuple[str, int], tuple[bytes, int, int]] = {
-            last.id: (last.hash, last.lamport, last.hlc)
-        }
+        # the heads of what it received (shared with the process's other
+        # dummies at the same point); its own newest event, until the server
+        # sends it back, and the received heads that event covered
+        self.received_heads: Heads = {}
+        self.mine: Event | None = last
+        self.covered: Heads = {}
         self.number = 0  # the server's number for the document (its Subscribe says)
         self.received = ReceivedWindow()  # parents it received are named by position
+        self.names_out, self.names_in = SentNames(), ReceivedNames()  # protocol 3
         self.unacked = 0  # batches received and not acknowledged yet
         self.ws: RawWebSocket | None = None
         self.subscribed = asyncio.get_running_loop().create_future()
@@ -264,7 +279,7 @@ class GetherDummy:
 
     async def connect(self, url: str) -> None:
         self.ws = await RawWebSocket.connect(url, self.on_message)
-        hello = frame(encode(Hello(self.name, versions=(1, 2))))
+        hello = frame(encode(Hello(self.name, versions=(1, 2, 3))))
         version = Version({self.name: self.seq})
         self.ws.send(hello + frame(encode(Subscribe(DOC, version, None, False))))
         await asyncio.wait_for(self.subscribed, 60)
@@ -278,21 +293,25 @@ class GetherDummy:
             pos += 4 + size
             kind = payload[1]  # a fixarray header, then the kind
             if kind == EVENTS:
-                message = decode(payload, protocol=2)
-                assert isinstance(message, EventsV2)
-                heads = self.heads
-                events = _decode_v2(message.records)
-                self.received.extend(e.id for e in events)
-                for event in events:
-                    for parent, _ in event.parents:
-                        heads.pop(parent, None)
-                    heads[event.id] = (event.hash, event.lamport, event.hlc)
+                batch = _BATCHES.get(payload)
+                if batch is None:
+                    message = decode(payload, protocol=3)
+                    assert isinstance(message, EventsV2)
+                    if message.records[0] in _LISTED:  # made for this dummy alone
+                        batch = Batch(message.records, self.names_in)
+                    else:
+                        batch = _BATCHES[payload] = Batch(message.records)
+                self.received_heads = batch.heads_after(self.received_heads)
+                self.received.extend(e.id for e in batch.events)
+                if self.mine is not None and self.mine.id in batch.ids:
+                    self.mine = None  # back from the server: the received heads say it all
                 self.unacked += 1
             elif kind == SUBSCRIBE and not self.subscribed.done():
-                message = decode(payload, protocol=2)
+                message = decode(payload, protocol=3)
                 assert isinstance(message, Subscribe) and message.number is not None
                 self.number = message.number
-                out.append(encode_events_frame(self.number, list(self.first), _HELD.get))
+                first = list(self.first)
+                out.append(encode_events_frame(self.number, first, _HELD.get, names=self.names_out))
                 self.subscribed.set_result(None)
             elif kind == PING:  # the sender waits for our acks: send them now
                 out.append(self._ack())
@@ -304,15 +323,27 @@ class GetherDummy:
 
     def _ack(self) -> bytes:
         count, self.unacked = self.unacked, 0
-        return frame(encode(AckV2(self.number, count), protocol=2)) if count else b""
+        return frame(encode(AckV2(self.number, count), protocol=3)) if count else b""
+
+    def heads(self) -> list[Event]:
+        """What a replica holding all this dummy received and made has as heads."""
+        received, mine = self.received_heads, self.mine
+        if mine is None:
+            return list(received.values())
+        # its newest event covers the heads it was made on, and its own older
+        # events; what came after it is concurrent with it
+        covered, me = self.covered, self.name
+        later = [e for i, e in received.items() if i not in covered and i[0] != me]
+        return [mine, *later]
 
     def keystroke(self) -> None:
-        heads = self.heads
-        me, own = self.name, (self.name, self.seq)
-        parents = tuple(sorted((eid, v[0]) for eid, v in heads.items()))
-        lamport = max(v[1] for v in heads.values()) + 1
-        hlc = max(max(v[2] for v in heads.values()) + 1, int(time.time() * 1000) << 16)
-        prev = None if own in heads else self.last.hash
+        heads = self.heads()
+        me = self.name
+        parents = tuple(sorted((e.id, e.hash) for e in heads))
+        lamport = max(e.lamport for e in heads) + 1
+        hlc = max(max(e.hlc for e in heads) + 1, int(time.time() * 1000) << 16)
+        own = (me, self.seq)
+        prev = None if any(e.id == own for e in heads) else self.last.hash
         op = (TEXT_INSERT, self.text_id, self.left, self.newline, "x")
         event = Event(
             (me, self.seq + 1), self.counter, lamport, hlc, self.key.key_id, None,
@@ -322,11 +353,13 @@ class GetherDummy:
         _HELD[event.id] = event
         self.left, self.counter = (me, self.counter), self.counter + 1
         self.seq, self.last = self.seq + 1, event
-        self.heads = {event.id: (event.hash, lamport, hlc)}
+        self.mine, self.covered = event, self.received_heads
         self.keystrokes += 1
         assert self.ws is not None
         # acks ride on the keystroke: once a second, as gether.connect's do
-        frame_ = encode_events_frame(self.number, [event], _HELD.get, near=self.received)
+        frame_ = encode_events_frame(
+            self.number, [event], _HELD.get, near=self.received, names=self.names_out
+        )
         self.ws.send(self._ack() + frame_)
 
 
@@ -596,8 +629,12 @@ class GetherProbe(Probe):
                 if e.id[1] in wanted
             ]
         lookup = self.writer_doc.known_event
+        names = None
+        if conn.protocol >= 3:  # the writer's id is listed on its connection
+            names = SentNames()
+            names.add(self.writer_doc.replica_id)
         return [
-            len(encode_events_frame(1, [e], lookup))
+            len(encode_events_frame(1, [e], lookup, names=names))
             for e in self._writer_events
             if e.id[1] in wanted
         ]

@@ -129,7 +129,9 @@ def pair(
     return a, host_a, b, host_b
 
 
-both_versions = pytest.mark.parametrize("versions", [(1,), (1, 2)], ids=["v1", "v2"])
+both_versions = pytest.mark.parametrize(
+    "versions", [(1,), (1, 2), (1, 2, 3)], ids=["v1", "v2", "v3"]
+)
 
 
 Docs = dict[str, gether.Document]

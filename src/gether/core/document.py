@@ -845,6 +845,21 @@ class Document:
         return self._log.version()
 
     @property
+    def applied_count(self) -> int:
+        """How many events this replica has applied: a mark for
+        ``applied_since`` and ``version_at`` (a server's per-batch bookkeeping
+        in the number of new events, not of replicas)."""
+        return self._log.applied
+
+    def applied_since(self, mark: int) -> list[Event]:
+        """The events applied after ``mark`` (an ``applied_count``), parents first."""
+        return self._log.applied_since(mark)
+
+    def version_at(self, mark: int) -> Version:
+        """The version this replica had when ``applied_count`` was ``mark``."""
+        return self._log.version_at(mark)
+
+    @property
     def heads(self) -> tuple[EventKey, ...]:
         return tuple(EventId(*h) for h in sorted(self._log.heads))
 

@@ -86,6 +86,7 @@ class EventLog:
         "_order",
         "_pasts",
         "_positions",
+        "_version",
         "accept_unsigned",
         "chains",
         "heads",
@@ -104,10 +105,11 @@ class EventLog:
         # per replica: the seqs at which its events' causal past changed, and
         # those pasts (consecutive events that saw nothing new share one)
         self._pasts: dict[str, tuple[list[int], list[Past]]] = {}
-        # the order events were applied in: each one's replica, and per
-        # replica the positions of its events in that order (a Past's terms)
-        self._order: list[str] = []
+        # the events in the order they were applied, and per replica the
+        # positions of its events in that order (a Past's terms)
+        self._order: list[Event] = []
         self._positions: dict[str, list[int]] = {}
+        self._version: Version | None = None
         self._keys: dict[str, tuple[bytes, Ed25519PublicKey | None]] = {}
         self.staged: dict[EventKey, Event] = {}
         self.trusted: set[EventKey] = set()
@@ -128,7 +130,29 @@ class EventLog:
         return None
 
     def version(self) -> Version:
-        return Version.unchecked({r: len(chain) for r, chain in self.chains.items()})
+        version = self._version
+        if version is None:  # made once per change: a server asks per batch
+            chains = self.chains
+            version = self._version = Version.unchecked({r: len(c) for r, c in chains.items()})
+        return version
+
+    @property
+    def applied(self) -> int:
+        """How many events were applied: a mark for ``applied_since`` and ``version_at``."""
+        return len(self._order)
+
+    def applied_since(self, mark: int) -> list[Event]:
+        """The events applied after the first ``mark``, in the order applied (parents first)."""
+        return self._order[mark:]
+
+    def version_at(self, mark: int) -> Version:
+        """The version of the first ``mark`` events applied."""
+        if mark >= len(self._order):
+            return self.version()
+        counts = {r: len(chain) for r, chain in self.chains.items()}
+        for event in self._order[mark:]:
+            counts[event.id[0]] -= 1
+        return Version.unchecked(counts)
 
     def next_counter(self, replica: str) -> int:
         chain = self.chains.get(replica)
@@ -171,6 +195,11 @@ class EventLog:
         heads = self.heads
         if len(parents) == len(heads) and all(p in heads for p in parents):
             return Past(self, n, _EMPTY)  # it saw everything
+        # taken at ``top``, just after the parent applied last: nothing
+        # applied after it can be in the past (the log applies parents
+        # first), so the exceptions are only what was applied before it
+        # unseen, not also everything applied since (which under load was
+        # most of a past, and grew with the latency)
         # the parent whose past was taken last ("latest"): for a replica it
         # has no exception on, no other parent's past holds more (a past holds
         # at most the prefix it was taken at), so only the parents themselves
@@ -178,9 +207,14 @@ class EventLog:
         own: dict[str, int] = {}
         pasts: list[Past] = []
         latest: Past | None = None
+        top = 0
+        positions = self._positions
         for replica, seq in parents:
             if seq > own.get(replica, 0):
                 own[replica] = seq
+            position = positions[replica][seq - 1]
+            if position >= top:
+                top = position + 1
             past = self._past_at(replica, seq)
             pasts.append(past)
             if latest is None or past.at > latest.at:
@@ -188,18 +222,19 @@ class EventLog:
         assert latest is not None
         at, missed = latest.at, latest.exceptions
         chains = self.chains
+        count_before = self.count_before
         changed: Iterable[str]
-        if n - at > 2 * len(chains):
+        if top - at > 2 * len(chains):
             changed = chains
         else:
-            changed = set(self._order[at:n])
+            changed = {e.id[0] for e in self._order[at:top]}
             changed.update(own)
         exceptions: dict[str, int] = {}
         for replica in changed:
             if replica in missed:
                 continue
-            value = max(self.count_before(replica, at), own.get(replica, 0))
-            if value != len(chains[replica]):
+            value = max(count_before(replica, at), own.get(replica, 0))
+            if value != count_before(replica, top):
                 exceptions[replica] = value
         if missed:
             # the same argument, parent by parent from the latest: the first
@@ -207,18 +242,23 @@ class EventLog:
             ordered = sorted({id(p): p for p in pasts}.values(), key=_at, reverse=True)
             for replica in missed:
                 value = own.get(replica, 0)
+                whole = count_before(replica, top)
+                if value == whole:
+                    continue  # a parent is its newest event: the usual case, asked of no past
                 for past in ordered:
                     seen = past.exceptions.get(replica)
                     if seen is None:
-                        seen = self.count_before(replica, past.at)
+                        seen = count_before(replica, past.at)
                         if seen > value:
                             value = seen
                         break
                     if seen > value:
                         value = seen
-                if value != len(chains[replica]):
+                        if value == whole:
+                            break
+                if value != whole:
                     exceptions[replica] = value
-        return Past(self, n, exceptions or _EMPTY)
+        return Past(self, top, exceptions or _EMPTY)
 
     def own_vector(self, replica: str) -> Past:
         """The past of ``replica``'s newest event (its next one's, if it saw nothing new)."""
@@ -278,7 +318,8 @@ class EventLog:
             self._positions[replica] = []
         chain.append(event)
         self._positions[replica].append(len(self._order))
-        self._order.append(replica)
+        self._order.append(event)
+        self._version = None
         seqs, pasts = self._pasts[replica]
         if not pasts or pasts[-1] is not vector:
             seqs.append(event.id[1])

@@ -42,7 +42,13 @@ log = logging.getLogger(__name__)
 class HubConfig:
     server_id: str = "server"
     snapshot_every: int = 1_000
-    """Store a snapshot of a document every this many new events."""
+    """Store a snapshot of a document every this many new events (less often
+    when making them would take over ``snapshot_share`` of the time)."""
+    snapshot_share: float = 0.1
+    """At most this share of the time goes to making a document's snapshots:
+    the next waits ``1 / snapshot_share - 1`` times as long as the last took
+    (each replays the whole history, so at a fixed count they grew to most of
+    a busy server's time)."""
     limits: Limits = field(default_factory=Limits)
     coalesce: float = 0.0
     """Seconds a document gathers new events at least before fanning them out:
@@ -86,8 +92,8 @@ class HostedDocument:
         self.subscribers: set[Subscriber] = set()
         self.parked: dict[Subscriber, set[tuple[str, int]]] = {}
         self.since_snapshot = 0
-        self.durable = doc.version
-        """What the store holds: all that is sent, announced or acknowledged."""
+        self._durable: Version | None = doc.version
+        self._durable_mark: int | None = None
         self.unstored: list[Event] = []
         """Events applied in memory and not stored yet, in the order applied."""
         self.stored: asyncio.Future[None] | None = None
@@ -96,6 +102,21 @@ class HostedDocument:
         self.shared = self.durable
         """The end of the last batch fanned out (its identity marks live subscribers)."""
         self.fanout_due = False
+
+    @property
+    def durable(self) -> Version:
+        """What the store holds: all that is sent, announced or acknowledged
+        (made when asked, once per tick, not per store write: building a
+        version costs a step per replica)."""
+        if self._durable is None:
+            assert self._durable_mark is not None
+            self._durable = self.doc.version_at(self._durable_mark)
+        return self._durable
+
+    def stored_up_to(self, mark: int) -> None:
+        """The first ``mark`` events the document applied are stored."""
+        if mark != self._durable_mark:
+            self._durable_mark, self._durable = mark, None
 
     def durable_since(self, version: Version) -> list[Event]:
         events = self.doc.events_since(version)
@@ -118,6 +139,9 @@ class DocumentHub:
         self._loading: dict[str, asyncio.Task[HostedDocument]] = {}
         self._background: set[asyncio.Task[None]] = set()
         """Store writes and snapshots under way, awaited by ``close``."""
+        self._snapshotting: set[str] = set()
+        self._snapshot_after: dict[str, float] = {}
+        """Per document, the loop time before which no new snapshot starts."""
         self.sessions: set[Subscriber] = set()
         """Mesh sessions: told of every document the hub opens."""
         self.authors = AuthorBook()
@@ -188,7 +212,7 @@ class DocumentHub:
         """The hub's own replica of ``doc_id`` was edited: offer it to everyone."""
         hosted = self._docs.get(doc_id)
         if hosted is not None:
-            hosted.durable = hosted.doc.version  # a peer's replica journals its edits
+            hosted.stored_up_to(hosted.doc.applied_count)  # a peer's replica journals its edits
             self._schedule_fanout(hosted)
 
     # -- fan-out ---------------------------------------------------------------------
@@ -236,7 +260,7 @@ class DocumentHub:
         # whatever other batches arrive meanwhile: one store write per round
         # trip to the store, not per batch (with hundreds of writers a queue of
         # one write each kept every keystroke waiting behind all the others)
-        before = hosted.doc.version
+        mark = hosted.doc.applied_count
         waiting = hosted.doc.pending
         rejected: GetherError | None = None
         try:
@@ -246,7 +270,7 @@ class DocumentHub:
         overflow = None
         if source is not None:
             overflow = self._park(hosted, source, hosted.doc.pending - waiting)
-        fresh = hosted.doc.events_since(before)
+        fresh = hosted.doc.applied_since(mark)
         if fresh:
             await self._store(hosted, fresh)
         if overflow is not None:
@@ -284,7 +308,7 @@ class DocumentHub:
                 batch, done = hosted.unstored, hosted.stored
                 hosted.unstored, hosted.stored = [], None
                 # nothing else is applied but not stored: this is what the store will hold
-                version = hosted.doc.version
+                mark = hosted.doc.applied_count
                 try:
                     await self._persist(hosted.doc_id, batch)
                 except GetherError as exc:
@@ -294,13 +318,11 @@ class DocumentHub:
                     if hosted.stored is not None:
                         hosted.stored.set_exception(exc)
                     return
-                hosted.durable = version
+                hosted.stored_up_to(mark)
                 done.set_result(None)
                 self._schedule_fanout(hosted)
                 hosted.since_snapshot += len(batch)
-                if hosted.since_snapshot >= self.config.snapshot_every:
-                    hosted.since_snapshot = 0
-                    self._start_snapshot(hosted.doc_id)
+                self._maybe_snapshot(hosted)
         finally:
             hosted.storing = False
 
@@ -340,7 +362,17 @@ class DocumentHub:
 
     # -- snapshots --------------------------------------------------------------------
 
-    def _start_snapshot(self, doc_id: str) -> None:
+    def _maybe_snapshot(self, hosted: HostedDocument) -> None:
+        if hosted.since_snapshot < self.config.snapshot_every:
+            return
+        doc_id = hosted.doc_id
+        if (
+            doc_id in self._snapshotting
+            or asyncio.get_running_loop().time() < self._snapshot_after.get(doc_id, 0.0)
+        ):
+            return
+        hosted.since_snapshot = 0
+        self._snapshotting.add(doc_id)
         task = asyncio.create_task(self._snapshot(doc_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -348,6 +380,18 @@ class DocumentHub:
     async def _snapshot(self, doc_id: str) -> None:
         """A new snapshot made from the store, never from the live replica, so
         writers of the document do not wait for it."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            await self._make_snapshot(doc_id)
+        finally:
+            self._snapshotting.discard(doc_id)
+            end = loop.time()
+            self._snapshot_after[doc_id] = end + (end - start) * (
+                1 / self.config.snapshot_share - 1
+            )
+
+    async def _make_snapshot(self, doc_id: str) -> None:
         try:
             newest = await self.store.load_snapshot(doc_id)
             tail = await self.store.events(doc_id, newest.version if newest else None)

@@ -39,6 +39,7 @@ import msgpack
 from gether.core.event import MAX_PARENTS, Event, _ext_hook, decode_body, pack
 from gether.core.keys import KEY_ID_SIZE
 from gether.errors import DecodeError, LimitExceededError, UnknownParentError, UsageError
+from gether.sync.names import ReceivedNames, SentNames
 from gether.sync.window import ReceivedWindow
 
 EventId = tuple[str, int]
@@ -86,6 +87,11 @@ class _Own:
 # -- encoding ----------------------------------------------------------------------
 
 
+def _check_id(value: str) -> None:
+    if not value or not _ID_CHARS.issuperset(value):
+        raise UsageError(f"{value!r} is not a replica id")
+
+
 def encode_table(strings: Sequence[str]) -> str:
     """Replica ids in one string: comma-separated, each sharing a prefix of
     2-31 characters with the one before written as chr(length) + the rest
@@ -93,8 +99,7 @@ def encode_table(strings: Sequence[str]) -> str:
     out: list[str] = []
     previous = ""
     for value in strings:
-        if not value or not _ID_CHARS.issuperset(value):
-            raise UsageError(f"{value!r} is not a replica id")
+        _check_id(value)
         shared = 0
         limit = min(len(value), len(previous), 31)
         while shared < limit and value[shared] == previous[shared]:
@@ -102,6 +107,21 @@ def encode_table(strings: Sequence[str]) -> str:
         out.append(chr(shared) + value[shared:] if shared >= 2 else value)
         previous = value
     return ",".join(out)
+
+
+def encode_listed_table(strings: Sequence[str], names: SentNames) -> list[int | str]:
+    """The table as a list (protocol 3): a replica this side named on the
+    connection before by its place there, a new one in full (now listed)."""
+    out: list[int | str] = []
+    for value in strings:
+        place = names.place(value)
+        if place is None:
+            _check_id(value)
+            names.add(value)
+            out.append(value)
+        else:
+            out.append(place)
+    return out
 
 
 def _compact(value: Any, table: dict[str, int], author: str, counter: int) -> Any:
@@ -134,15 +154,18 @@ def encode_batch(
     *,
     thin_signatures: bool = True,
     near: ReceivedWindow | None = None,
+    names: SentNames | None = None,
 ) -> bytes:
     """The records of ``events`` (parents first). ``holds`` says which events
     the receiver has (None: every event not in the batch, the case of a
     caught-up subscriber); ``lookup`` finds the sender's copy of an author's
     previous event, the base of the deltas; ``near``, what the receiver sent
-    us on this connection (its parents among them are named by position)."""
+    us on this connection (its parents among them are named by position);
+    ``names``, the replica ids we listed on this connection (protocol 3: the
+    table names them by place)."""
     batch_ids = {event.id for event in events}
     near_at: dict[EventId, int] = {}
-    names = {event.id[0] for event in events}
+    replicas = {event.id[0] for event in events}
     for event in events:
         for parent_id, _ in event.parents:
             if parent_id in near_at:
@@ -152,8 +175,8 @@ def encode_batch(
                 if position is not None:
                     near_at[parent_id] = position - near.count  # < 0
                     continue
-            names.add(parent_id[0])
-    strings = sorted(names)  # sorted, neighbours share prefixes (dummy0001, dummy0002...)
+            replicas.add(parent_id[0])
+    strings = sorted(replicas)  # sorted, neighbours share prefixes (dummy0001, dummy0002...)
     table = {replica: i for i, replica in enumerate(strings)}
     signed: set[int] = set()
     if thin_signatures:
@@ -168,7 +191,8 @@ def encode_batch(
     def known(event_id: EventId) -> bool:
         return event_id in in_batch or holds is None or holds(event_id)
 
-    out: list[Any] = [encode_table(strings)]
+    head = encode_table(strings) if names is None else encode_listed_table(strings, names)
+    out: list[Any] = [head]
     for position, event in enumerate(events):
         replica, seq = event.id
         own_previous = (replica, seq - 1)
@@ -347,15 +371,45 @@ class _Fields:
         return position
 
 
+def decode_listed_table(items: Any, names: ReceivedNames) -> tuple[str, ...]:
+    """A protocol 3 table: places in the names the sender listed on this
+    connection, and new names (listed as they are read, like the sender did)."""
+    if type(items) is not tuple or len(items) > MAX_TABLE:
+        raise DecodeError("malformed string table")
+    out: list[str] = []
+    for item in items:
+        if type(item) is int:
+            name = names.at(item)
+            if name is None:
+                raise DecodeError("name reference out of the connection's names")
+        elif type(item) is str and 0 < len(item) <= 64 and _ID_CHARS.issuperset(item):
+            name = item
+            names.add(name)
+        else:
+            raise DecodeError("malformed replica id in the string table")
+        out.append(name)
+    return tuple(out)
+
+
 def decode_batch(
-    data: bytes, lookup: Lookup, max_events: int, sent: Sent | None = None
+    data: bytes,
+    lookup: Lookup,
+    max_events: int,
+    sent: Sent | None = None,
+    names: ReceivedNames | None = None,
 ) -> list[Event]:
     """The events of a batch, each rebuilt into its canonical body and checked
     by ``decode_body``. ``lookup`` finds events the receiver holds (for
     hash-less parents and bases); one it cannot find is ``UnknownParentError``,
-    as is a near reference ``sent`` cannot resolve (None: none allowed)."""
+    as is a near reference ``sent`` cannot resolve (None: none allowed).
+    ``names``: the names the sender listed on this connection (protocol 3;
+    None: a listed table is malformed)."""
     fields = _Fields(data)
-    strings = decode_table(fields.next())
+    head = fields.next()
+    if names is not None and type(head) is tuple:
+        strings = decode_listed_table(head, names)
+    else:
+        strings = decode_table(head)
     in_batch: dict[EventId, Event] = {}
     last_seq: dict[str, int] = {}
 

@@ -58,6 +58,7 @@ from gether.sync.messages import (
     encode,
     encode_packed_events,
 )
+from gether.sync.names import ReceivedNames, SentNames
 from gether.sync.tracker import VersionTracker
 from gether.sync.window import ReceivedWindow, SentWindow
 
@@ -84,13 +85,14 @@ def encode_events_frame(
     holds: Callable[[EventId], bool] | None = None,
     compress_above: int = 4096,
     near: ReceivedWindow | None = None,
+    names: SentNames | None = None,
 ) -> bytes:
     """One whole v2 ``Events`` frame (length header included) of document
     ``number``. With ``holds`` None the receiver is assumed to hold every event
     not in ``events`` (a caught-up subscriber), and without ``near`` (what it
     sent us) nothing in the bytes is per connection, so the same frame serves
     every such subscriber of the document."""
-    records = encode_batch(events, lookup, holds, near=near)
+    records = encode_batch(events, lookup, holds, near=near, names=names)
     return frame(encode(EventsV2(number, records), compress_above, 2))
 
 
@@ -231,6 +233,9 @@ class SyncConnection:
         """The version in use: 1 until the hellos chose another."""
         self._numbers: dict[int, str] = {}
         self._next_number = 1
+        self._sent_names = SentNames()
+        self._received_names = ReceivedNames()
+        """Replica ids each side listed in its batches' tables (protocol 3)."""
         self._now = now
         self.local_id = local_id
         self.role = role
@@ -656,6 +661,7 @@ class SyncConnection:
                 peer_has.includes,
                 self.limits.compress_above,
                 doc.received_ids,
+                self._names_out(),
             )
             doc.sent.sent(batch)
             doc.sent_ids.extend(e.id for e in batch)
@@ -667,6 +673,10 @@ class SyncConnection:
         self.traffic.events_sent += len(batch)
         self._send(Events(doc_id, number, tuple((e.body, e.signature) for e in batch)))
         doc.peer_has.add(batch)
+
+    def _names_out(self) -> SentNames | None:
+        """Where a batch for this connection alone lists its names (protocol 3)."""
+        return self._sent_names if self.protocol >= 3 else None
 
     def _welcome(self, hello: Hello) -> None:
         chosen = self._negotiate(hello)
@@ -780,7 +790,13 @@ class SyncConnection:
         token = doc.receipts.arrived()
         try:
             events = tuple(
-                decode_batch(records, lookup, self.limits.max_batch_events, doc.sent_ids.at)
+                decode_batch(
+                    records,
+                    lookup,
+                    self.limits.max_batch_events,
+                    doc.sent_ids.at,
+                    self._received_names if self.protocol >= 3 else None,
+                )
             )
         except UnknownParentError as exc:
             # not the peer's fault: it assumed we hold what we refused before;
@@ -813,6 +829,7 @@ class SyncConnection:
                     self._lookup(doc_id),
                     lambda _: False,
                     self.limits.compress_above,
+                    names=self._names_out(),
                 )
                 doc.sent.sent(batch)
                 doc.sent_ids.extend(e.id for e in batch)
