@@ -93,3 +93,23 @@ def test_a_wide_history_keeps_small_pasts() -> None:
     for w in writers:
         w.apply_events(hub.events_since(w.version))
         assert w.to_json() == hub.to_json() == {"c": 4 * 60}
+
+
+@settings(max_examples=40, deadline=None)
+@given(replicas=st.integers(1, 5), edits=st.integers(1, 60), seed=st.integers(0, 2**32 - 1))
+def test_applied_marks_give_the_versions_they_stand_for(
+    replicas: int, edits: int, seed: int
+) -> None:
+    """``applied_count`` / ``applied_since`` / ``version_at`` (a server's
+    per-batch bookkeeping) against the versions seen while applying."""
+    events, _ = history(replicas, edits, seed)
+    doc = gether.Document("observer")
+    seen = [(doc.applied_count, doc.version)]
+    for batch in causal_shuffles(events, seed):
+        mark, before = doc.applied_count, doc.version
+        doc.apply_events(batch)  # an unsigned event may wait for its author's next
+        fresh = doc.applied_since(mark)
+        assert sorted(e.id for e in fresh) == sorted(e.id for e in doc.events_since(before))
+        seen.append((doc.applied_count, doc.version))
+    for mark, version in seen:
+        assert doc.version_at(mark) == version
