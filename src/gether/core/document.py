@@ -1042,7 +1042,7 @@ class Document:
             if parents[0][1] != seq - 1:
                 raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
             return self._log.vector_for(parents, author)
-        past = self._log.past_of(parents)
+        past = self._log.past_of(parents, author)
         if past.get(author) != seq - 1:
             raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
         return past

@@ -14,7 +14,7 @@ its author is trusted and names it by its hash.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -41,11 +41,13 @@ def _at(past: Past) -> int:
 class Past(Mapping[str, int]):
     """An event's causal past as a version vector: per replica, how many of
     its events are in it. Kept as "the first ``at`` events the log applied,
-    except ``exceptions``" (replica -> count), because a new event has seen
-    nearly all that was applied before it: what it had not seen is the few
-    events concurrent with it, so both making a past and keeping it cost
-    those few, not one entry per replica (with hundreds of writers, merging
-    full vectors per event was most of a server's time, and their memory)."""
+    but for a few replicas ``exceptions`` says how many" (fewer: events it
+    had not seen; or more: its author's own, applied after ``at``), because
+    a new event has seen nearly a prefix of what was applied: what it had not
+    seen is the few events concurrent with it, so both making a past and
+    keeping it cost those few, not one entry per replica (with hundreds of
+    writers, merging full vectors per event was most of a server's time, and
+    their memory)."""
 
     __slots__ = ("_log", "at", "exceptions")
 
@@ -181,83 +183,78 @@ class EventLog:
         """For each replica, the highest seq in the causal past of ``parents``."""
         return self.past_of(parents).to_dict()
 
-    def past_of(self, parents: Sequence[EventKey]) -> Past:
+    def past_of(self, parents: Sequence[EventKey], author: str | None = None) -> Past:
         """The causal past of ``parents`` (themselves included), for an event
-        about to be applied with them as its parents.
+        by ``author`` about to be applied with them as its parents.
 
-        It costs what changed, not one step per replica: the parent whose own
-        past was taken last is exact for every replica nothing was applied of
-        since, so only those replicas (and its exceptions, and the parents')
-        are worked out."""
-        n = len(self._order)
+        It is taken just after the newest parent not by ``author``: what an
+        author received comes in the order the log applied it (a server's
+        stream), so that prefix is nearly all of its past, while its own
+        previous event, applied when it arrived, may lie well after events it
+        had not received yet (taken after that one, a past had as exceptions
+        every event of those, which under load grew with the latency and fed
+        on itself). It costs what differs from the parents' pasts, not one
+        step per replica: a replica that none of them holds apart from their
+        prefix, and that has no event between the newest of those prefixes
+        and this one, is exact as the prefix says."""
+        order = self._order
+        n = len(order)
         if not parents:
             return Past(self, 0, _EMPTY)
         heads = self.heads
         if len(parents) == len(heads) and all(p in heads for p in parents):
             return Past(self, n, _EMPTY)  # it saw everything
-        # taken at ``top``, just after the parent applied last: nothing
-        # applied after it can be in the past (the log applies parents
-        # first), so the exceptions are only what was applied before it
-        # unseen, not also everything applied since (which under load was
-        # most of a past, and grew with the latency)
-        # the parent whose past was taken last ("latest"): for a replica it
-        # has no exception on, no other parent's past holds more (a past holds
-        # at most the prefix it was taken at), so only the parents themselves
-        # can add to it; only its exceptions need every parent asked
-        own: dict[str, int] = {}
-        pasts: list[Past] = []
-        latest: Past | None = None
-        top = 0
         positions = self._positions
+        own: dict[str, int] = {}
+        found: dict[int, Past] = {}
+        top = 0  # just after the newest parent not by the author
+        newest = 0  # just after the newest parent
         for replica, seq in parents:
             if seq > own.get(replica, 0):
                 own[replica] = seq
-            position = positions[replica][seq - 1]
-            if position >= top:
-                top = position + 1
+            position = positions[replica][seq - 1] + 1
+            if position > newest:
+                newest = position
+            if position > top and replica != author:
+                top = position
             past = self._past_at(replica, seq)
-            pasts.append(past)
-            if latest is None or past.at > latest.at:
-                latest = past
-        assert latest is not None
-        at, missed = latest.at, latest.exceptions
+            found[id(past)] = past
+        if not top:
+            top = newest
+        pasts = sorted(found.values(), key=_at, reverse=True)
+        reach = pasts[0].at
+        low, high = (reach, top) if reach < top else (top, reach)
         chains = self.chains
-        count_before = self.count_before
-        changed: Iterable[str]
-        if top - at > 2 * len(chains):
-            changed = chains
+        candidates: set[str]
+        if high - low > 2 * len(chains):
+            candidates = set(chains)
         else:
-            changed = {e.id[0] for e in self._order[at:top]}
-            changed.update(own)
+            candidates = {e.id[0] for e in order[low:high]}
+            candidates.update(own)
+        # the most each replica is held apart from a parent's prefix
+        apart: dict[str, int] = {}
+        for past in pasts:
+            for replica, value in past.exceptions.items():
+                if value > apart.get(replica, -1):
+                    apart[replica] = value
+        candidates.update(apart)
+        count_before = self.count_before
         exceptions: dict[str, int] = {}
-        for replica in changed:
-            if replica in missed:
-                continue
-            value = max(count_before(replica, at), own.get(replica, 0))
+        for replica in candidates:
+            value = own.get(replica, 0)
+            held = apart.get(replica, 0)
+            if held > value:
+                value = held
+            # the parents' pasts holding it as their prefix does: the one
+            # taken last holds the most of them
+            for past in pasts:
+                if replica not in past.exceptions:
+                    prefix = count_before(replica, past.at)
+                    if prefix > value:
+                        value = prefix
+                    break
             if value != count_before(replica, top):
                 exceptions[replica] = value
-        if missed:
-            # the same argument, parent by parent from the latest: the first
-            # past with no exception on a replica bounds all that come after
-            ordered = sorted({id(p): p for p in pasts}.values(), key=_at, reverse=True)
-            for replica in missed:
-                value = own.get(replica, 0)
-                whole = count_before(replica, top)
-                if value == whole:
-                    continue  # a parent is its newest event: the usual case, asked of no past
-                for past in ordered:
-                    seen = past.exceptions.get(replica)
-                    if seen is None:
-                        seen = count_before(replica, past.at)
-                        if seen > value:
-                            value = seen
-                        break
-                    if seen > value:
-                        value = seen
-                        if value == whole:
-                            break
-                if value != whole:
-                    exceptions[replica] = value
         return Past(self, top, exceptions or _EMPTY)
 
     def own_vector(self, replica: str) -> Past:
@@ -275,11 +272,10 @@ class EventLog:
         parent when nothing new was seen)."""
         if len(parents) == 1 and parents[0][0] == author:
             return self._past_at(author, parents[0][1])
-        return self.past_of(parents)
+        return self.past_of(parents, author)
 
     def _past_from(self, vector: Vector) -> Past:
-        """A plain vector as a past taken now (exceptions never exceed the
-        prefix they are taken at: ``past_of`` relies on it)."""
+        """A plain vector as a past taken now."""
         exceptions = {}
         for replica, chain in self.chains.items():
             seq = vector.get(replica, 0)
