@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gether
+from gether.testing.histories import history
 
 
 def rich_doc() -> gether.Document:
@@ -169,3 +172,37 @@ def test_summary_that_contradicts_the_history_is_refused() -> None:
     loaded = gether.Document.load(forged)
     with pytest.raises(gether.DecodeError):
         loaded.events_since(None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    replicas=st.integers(1, 5),
+    edits=st.integers(1, 80),
+    cut=st.floats(0, 1),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_saved_with_a_tail_is_the_replayed_save(
+    replicas: int, edits: int, cut: float, seed: int
+) -> None:
+    """A server's snapshot (``saved_with``: the tail's ops and events added to
+    a loaded save, no log) opens to the same replica as replaying the tail
+    and saving, and that replica goes on syncing."""
+    events, source = history(replicas, edits, seed)
+    base = gether.Document("relay")
+    base.apply_events(events[: int(len(events) * cut)])
+    base.drop_pending(base.pending)  # a server stores what it applied, no more
+    tail = [e for e in events if not base.version.includes(e.id)]
+    data = base.save()
+    quick = gether.Document.load(data, replica_id="relay", key=base.key).saved_with(tail)
+    slow = gether.Document.load(data, replica_id="relay", key=base.key)
+    slow.apply_events(tail)
+    a = gether.Document.load(quick)
+    b = gether.Document.load(slow.save())
+    assert a.to_json() == b.to_json() == source.to_json()
+    assert a.version == b.version and a.heads == b.heads
+    assert [e.body for e in a.events_since(None)] == [e.body for e in b.events_since(None)]
+    whole = gether.Document.load(gether.Document("relay").saved_with(events))  # no save before
+    assert whole.to_json() == a.to_json() and whole.version == a.version
+    source.text("after").insert(0, "x")
+    a.apply_events(source.events_since(a.version))
+    assert a.to_json() == source.to_json()

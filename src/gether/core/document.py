@@ -287,6 +287,34 @@ class Document:
             chain[-1].sign(self._key)
         return encode_document(self._state, log.chains, log.heads, staged, self._clock.last)
 
+    def saved_with(self, tail: Sequence[Event]) -> bytes:
+        """What ``save()`` gives once ``tail`` is applied: events known valid
+        (stored by a server), parents first, that follow what this document
+        holds. Their ops go to the state and they join the history, and
+        nothing else is worked out (no checks, no causal pasts, no decoding a
+        loaded history into a log): a server's snapshot job replayed the whole
+        history for that, most of the job. Use the document no further."""
+        self._commit_if_open()
+        log = self._log_value
+        if log is not None:
+            history = log.events_since(None)
+        else:
+            assert self._saved is not None
+            history = self._saved.events()
+        chains: dict[str, list[Event]] = {}
+        heads: dict[EventKey, bytes] = {}
+        for events in (history, tail):
+            for event in events:
+                chains.setdefault(event.id[0], []).append(event)
+                for parent, _ in event.parents:
+                    heads.pop(parent, None)
+                heads[event.id] = event.hash
+        state = self._state
+        for event in tail:
+            _apply_ops(state, event)
+            self._clock.observe(event.hlc)
+        return encode_document(state, chains, heads, [], self._clock.last)
+
     @classmethod
     def load(
         cls,

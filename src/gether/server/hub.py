@@ -34,6 +34,7 @@ from gether.store.base import EventStore, Snapshot, check_doc_id
 from gether.sync.connection import Limits
 from gether.sync.fanout import SharedBatch, shared_batches
 from gether.sync.messages import VERSIONS
+from gether.sync.tracker import VersionTracker
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,11 @@ class HubConfig:
     snapshot_every: int = 1_000
     """Store a snapshot of a document every this many new events (less often
     when making them would take over ``snapshot_share`` of the time)."""
-    snapshot_share: float = 0.1
+    snapshot_share: float = 0.05
     """At most this share of the time goes to making a document's snapshots:
     the next waits ``1 / snapshot_share - 1`` times as long as the last took
-    (each replays the whole history, so at a fixed count they grew to most of
-    a busy server's time)."""
+    (each re-encodes the whole history, so at a fixed count they grew to most
+    of a busy server's time)."""
     limits: Limits = field(default_factory=Limits)
     coalesce: float = 0.0
     """Seconds a document gathers new events at least before fanning them out:
@@ -400,8 +401,9 @@ class DocumentHub:
 
             def build() -> Snapshot:
                 doc = _replica_from(newest, self.signed(doc_id))
-                doc._replay(tail)
-                return Snapshot(doc.version, doc.save())
+                reached = VersionTracker(doc.version)
+                reached.add(tail)
+                return Snapshot(reached.version(), doc.saved_with(tail))
 
             await self.store.save_snapshot(doc_id, await asyncio.to_thread(build))
         except GetherError as exc:
