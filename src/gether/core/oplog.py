@@ -31,11 +31,13 @@ from gether.errors import (
 )
 
 Vector = Mapping[str, int]
+Entry = tuple[int, dict[str, int]]
+"""A causal past as the log keeps it: ``(at, exceptions)`` (see ``Past``)."""
 _EMPTY: dict[str, int] = {}
 
 
-def _at(past: Past) -> int:
-    return past.at
+def _at(entry: Entry) -> int:
+    return entry[0]
 
 
 class Past(Mapping[str, int]):
@@ -106,7 +108,11 @@ class EventLog:
         self.max_lamport = 0
         # per replica: the seqs at which its events' causal past changed, and
         # those pasts (consecutive events that saw nothing new share one)
-        self._pasts: dict[str, tuple[list[int], list[Past]]] = {}
+        # (the seqs, the pasts' ``at`` and their exceptions, in lists per
+        # replica: a dict of str -> int is not tracked by the collector, and
+        # an object per event was a third of what its full passes walked in
+        # a busy replica)
+        self._pasts: dict[str, tuple[list[int], list[int], list[dict[str, int]]]] = {}
         # the events in the order they were applied, and per replica the
         # positions of its events in that order (a Past's terms)
         self._order: list[Event] = []
@@ -206,7 +212,7 @@ class EventLog:
             return Past(self, n, _EMPTY)  # it saw everything
         positions = self._positions
         own: dict[str, int] = {}
-        found: dict[int, Past] = {}
+        found: dict[tuple[int, int], Entry] = {}
         top = 0  # just after the newest parent not by the author
         newest = 0  # just after the newest parent
         for replica, seq in parents:
@@ -217,12 +223,12 @@ class EventLog:
                 newest = position
             if position > top and replica != author:
                 top = position
-            past = self._past_at(replica, seq)
-            found[id(past)] = past
+            entry = self._entry_at(replica, seq)
+            found[entry[0], id(entry[1])] = entry  # parents sharing one past
         if not top:
             top = newest
         pasts = sorted(found.values(), key=_at, reverse=True)
-        reach = pasts[0].at
+        reach = pasts[0][0]
         low, high = (reach, top) if reach < top else (top, reach)
         chains = self.chains
         candidates: set[str]
@@ -233,8 +239,8 @@ class EventLog:
             candidates.update(own)
         # the most each replica is held apart from a parent's prefix
         apart: dict[str, int] = {}
-        for past in pasts:
-            for replica, value in past.exceptions.items():
+        for _, held in pasts:
+            for replica, value in held.items():
                 if value > apart.get(replica, -1):
                     apart[replica] = value
         candidates.update(apart)
@@ -242,14 +248,14 @@ class EventLog:
         exceptions: dict[str, int] = {}
         for replica in candidates:
             value = own.get(replica, 0)
-            held = apart.get(replica, 0)
-            if held > value:
-                value = held
+            most = apart.get(replica, 0)
+            if most > value:
+                value = most
             # the parents' pasts holding it as their prefix does: the one
             # taken last holds the most of them
-            for past in pasts:
-                if replica not in past.exceptions:
-                    prefix = count_before(replica, past.at)
+            for at, held in pasts:
+                if replica not in held:
+                    prefix = count_before(replica, at)
                     if prefix > value:
                         value = prefix
                     break
@@ -259,13 +265,17 @@ class EventLog:
 
     def own_vector(self, replica: str) -> Past:
         """The past of ``replica``'s newest event (its next one's, if it saw nothing new)."""
-        return self._pasts[replica][1][-1]
+        _, ats, held = self._pasts[replica]
+        return Past(self, ats[-1], held[-1])
 
     def _past_at(self, replica: str, seq: int) -> Past:
-        seqs, pasts = self._pasts[replica]
-        if seqs[-1] <= seq:
-            return pasts[-1]
-        return pasts[bisect_right(seqs, seq) - 1]
+        at, held = self._entry_at(replica, seq)
+        return Past(self, at, held)
+
+    def _entry_at(self, replica: str, seq: int) -> Entry:
+        seqs, ats, held = self._pasts[replica]
+        i = len(seqs) - 1 if seqs[-1] <= seq else bisect_right(seqs, seq) - 1
+        return ats[i], held[i]
 
     def vector_for(self, parents: list[EventKey], author: str) -> Past:
         """The causal past of an event with these parents (shared with the
@@ -310,16 +320,17 @@ class EventLog:
         chain = self.chains.get(replica)
         if chain is None:
             chain = self.chains[replica] = []
-            self._pasts[replica] = ([], [])
+            self._pasts[replica] = ([], [], [])
             self._positions[replica] = []
         chain.append(event)
         self._positions[replica].append(len(self._order))
         self._order.append(event)
         self._version = None
-        seqs, pasts = self._pasts[replica]
-        if not pasts or pasts[-1] is not vector:
+        seqs, ats, held = self._pasts[replica]
+        if not seqs or ats[-1] != vector.at or held[-1] is not vector.exceptions:
             seqs.append(event.id[1])
-            pasts.append(vector)
+            ats.append(vector.at)
+            held.append(vector.exceptions)
         heads = self.heads
         for parent, _ in event.parents:
             heads.pop(parent, None)
