@@ -516,6 +516,8 @@ async def serve(kind: str, store_url: str, port: int, coalesce: float) -> None:
 
     import uvicorn
 
+    gc.freeze()  # what is loaded, as `gether serve` does (cli/serving.py)
+
     logging.basicConfig(level=logging.WARNING)
     if kind.startswith("gether"):
         from gether.server.hub import HubConfig
@@ -1042,6 +1044,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs += [ServerSpec(name.strip(), float(c)) for c in args.coalesce.split(",")]
         elif name.strip() == "pycrdt":
             specs.append(ServerSpec("pycrdt"))
+    # the harness's modules (psutil, pycrdt, websockets, gether...) out of the
+    # collector's full passes, as `gether serve` does with its own: those
+    # passes stop the writer and the reader while they walk them
+    gc.freeze()
     load = os.getloadavg()
     progress(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
              f"{os.cpu_count()} cores")  # fmt: skip
