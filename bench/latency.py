@@ -43,6 +43,7 @@ import msgpack  # noqa: E402
 import psutil  # noqa: E402
 
 import gether  # noqa: E402
+from gether.cli.serving import tune_collector  # noqa: E402
 from gether.core.event import Event  # noqa: E402
 from gether.core.ids import Version  # noqa: E402
 from gether.core.ops import TEXT_INSERT  # noqa: E402
@@ -437,6 +438,7 @@ async def run_dummies(kind: str, url: str, first: int, count: int, seed: int) ->
     # the collector's full passes (they paused a process of 100 dummies for
     # 100+ ms, whatever the library), and batches every dummy has taken are
     # forgotten
+    gc.set_threshold(50_000, 20, 10)  # as the servers' (cli/serving.py tune_collector)
     collector = asyncio.create_task(_settle_dummies())
     rng = random.Random(seed)
     start = loop.time() + 0.05
@@ -516,7 +518,7 @@ async def serve(kind: str, store_url: str, port: int, coalesce: float) -> None:
 
     import uvicorn
 
-    gc.freeze()  # what is loaded, as `gether serve` does (cli/serving.py)
+    tune_collector()  # as `gether serve` does, for every server measured
 
     logging.basicConfig(level=logging.WARNING)
     if kind.startswith("gether"):

@@ -101,8 +101,20 @@ async def peer(
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a server or peer coroutine with warnings logged to stderr."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # what is loaded so far (modules, configuration: some 40,000 objects)
-    # lives as long as the process: the collector's full passes, which stop
-    # every connection while they run, need not walk it again each time
-    gc.freeze()
+    tune_collector()
     asyncio.run(main)
+
+
+def tune_collector() -> None:
+    """The garbage collector of a server process. What is loaded so far
+    (modules, configuration: some 40,000 objects) lives as long as the
+    process: frozen, the collector's full passes, which stop every
+    connection while they run, need not walk it each time. And a young
+    collection every 50,000 new objects, not 700: under load a batch lives
+    a few ms to tens of ms (queued, fanned out), long enough to outlive a
+    young collection every few ms and reach the oldest generation, whose
+    full passes then ran every few seconds for 50-350 ms (`bench/latency.py`
+    at 250 writers: 17 full passes in 25 s; with this, none). Cycles are
+    still collected, in bounded batches."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
