@@ -87,12 +87,12 @@ def unpack(data: bytes) -> Any:
         raise DecodeError(f"malformed msgpack: {exc}") from exc
 
 
-def _first_op(ops: tuple[Op, ...]) -> object:
-    """What ``Event._op`` holds (see there)."""
+def _first_op(ops: tuple[Op, ...]) -> tuple[object, object]:
+    """What ``Event._inner`` and ``Event._op`` hold (see there)."""
     if not ops:
-        return None
+        return None, None
     op = ops[0]
-    return op[2] if op[0] == SEQ_DELETE else op
+    return (op[2] if op[0] == SEQ_DELETE else None), op
 
 
 class Event:
@@ -108,19 +108,20 @@ class Event:
     instead of ten. With a document's whole history alive, full collections
     were a fifth of the time of a local edit.
 
-    ``_op`` is read by nothing: it holds the first op (of a deletion, its
-    spans) so that the collector reaches that before ``ops``. The collector
-    stops tracking a tuple only once its items are untracked, and it checks
+    ``_inner`` and ``_op`` are read by nothing: they hold the first op (and
+    a deletion's spans) so that the collector reaches them before ``ops``.
+    It stops tracking a tuple only once the items are untracked, checking
     new objects in the order it reached them: through ``ops`` alone, the
-    tuple of ops comes before the op and the op before its new origin, so
-    each pass frees one level and the tuple of ops was still tracked when
-    promoted to the oldest generation, whose full collections then visited
-    it with every event. Reached first, the op is freed a pass earlier and
-    the tuple of ops with it (a tenth of the time of a replayed keystroke).
+    tuple of ops comes before the op and the op before its spans, so each
+    pass freed one level, and the tuples were still tracked when promoted to
+    the oldest generation, whose full collections then visited them with
+    every event. Reached innermost first, all are freed by the second pass
+    (a tenth of the time of a replayed keystroke).
     """
 
     __slots__ = (
         "_atoms",
+        "_inner",
         "_op",
         "_signature",
         "_signer",
@@ -188,9 +189,10 @@ class Event:
         event.ops = ops
         if ops:  # _first_op, inlined
             first = ops[0]
-            event._op = first[2] if first[0] == SEQ_DELETE else first
+            event._inner = first[2] if first[0] == SEQ_DELETE else None
+            event._op = first
         else:
-            event._op = None
+            event._inner = event._op = None
         if end is None:
             end = counter + ops_length(ops)
         if body is None:
@@ -239,7 +241,7 @@ class Event:
         self.id = event_id
         self.parents = parents
         self.ops = ops
-        self._op = _first_op(ops)
+        self._inner, self._op = _first_op(ops)
         if end is None:
             end = counter + ops_length(ops)
         if body is None:
