@@ -497,7 +497,9 @@ class Document:
             return
         if not text.isascii():
             check_text(text)
-        seq = container.seq
+        seq = container._seq  # ``container.seq``, without the property's call
+        if seq is None:
+            seq = container.seq
         if not 0 <= pos <= seq.visible:
             raise OutOfRangeError(f"insert at {pos} outside text of length {seq.visible}")
         self._access.check_local(self, container_id, None)
