@@ -144,10 +144,6 @@ class Document:
         self._unlisten_changes: Callable[[], None] | None = None
         # the open transaction
         self._depth = 0
-        # the one every ``with doc.transaction()`` gets: it holds nothing but
-        # the document (the depth is kept here), and making one per batch of
-        # edits showed in the cost of a keystroke
-        self._transaction = Transaction(self)
         self._ops: list[Op] | None = None
         self._counter = 0
         self._txn_hlc = 0
@@ -361,7 +357,7 @@ class Document:
         """Group edits into one event; if the block raises, none of them happen."""
         if self._read_only:
             self._check_writable()
-        return self._transaction
+        return Transaction(self)
 
     def _check_writable(self) -> None:
         if self._read_only:
