@@ -147,6 +147,7 @@ class Document:
         self._ops: list[Op] | None = None
         self._counter = 0
         self._txn_hlc = 0
+        self._tip: tuple[int, bytes | None, int] = (0, None, 0)
         self._guard: SchemaGuard | None = None
         self._access = AccessGuard(key.key_id)
         self._keyring: KeyRing | None = None
@@ -398,7 +399,10 @@ class Document:
             log: EventLog | TipLog | None = self._log_value
             if log is None:
                 log = self._local_log()
-            self._counter = log.next_counter(self._replica)
+            # our newest event, for the commit: only a commit adds to our own
+            # chain, and none happens while a transaction is open
+            self._tip = tip = log.tip(self._replica)
+            self._counter = tip[2]
             self._txn_hlc = self._clock.tick()
             self._ops = []
         return self._counter, self._txn_hlc
@@ -422,7 +426,7 @@ class Document:
         if log is None:
             log = self._local_log()
         me = self._replica
-        count, tip_hash, end = log.tip(me)
+        count, tip_hash, end = self._tip
         seq = count + 1
         heads = log.heads
         if len(heads) == 1:
@@ -453,8 +457,8 @@ class Document:
             None,
             self._counter,
         )
-        # nothing new seen: its past is the previous one's; else it saw all (heads)
-        vector = log.own_vector(me) if own_parent else log.vector_for([p for p, _ in parents], me)
+        # nothing new seen: its past is the previous one's (None); else it saw all (heads)
+        vector = None if own_parent else log.vector_for([p for p, _ in parents], me)
         journal = self._journal
         if journal is not None:
             # every durable event is signed: after a crash, any of them may be
@@ -517,7 +521,9 @@ class Document:
             return
         if not text.isascii():
             check_text(text)
-        seq = container.seq
+        seq = container._seq  # ``container.seq``, without the property's call
+        if seq is None:
+            seq = container.seq
         if not 0 <= pos <= seq.visible:
             raise OutOfRangeError(f"insert at {pos} outside text of length {seq.visible}")
         self._access.check_local(self, container_id, None)

@@ -311,26 +311,34 @@ class EventLog:
 
     # -- recording -----------------------------------------------------------
 
-    def record(self, event: Event, vector: Vector) -> None:
+    def record(self, event: Event, vector: Vector | None) -> None:
         """Add an applied event (checked by the caller); ``vector`` is its
-        causal past, as ``vector_for`` gave it just before."""
-        if type(vector) is not Past:
-            vector = self._past_from(vector)
+        causal past, as ``vector_for`` gave it just before, or None for an
+        event whose one parent is its author's previous event (it saw nothing
+        new, so it shares that event's past: a local keystroke)."""
         replica = event.id[0]
-        chain = self.chains.get(replica)
-        if chain is None:
-            chain = self.chains[replica] = []
-            self._pasts[replica] = ([], [], [])
-            self._positions[replica] = []
-        chain.append(event)
-        self._positions[replica].append(len(self._order))
-        self._order.append(event)
+        order = self._order
         self._version = None
-        seqs, ats, held = self._pasts[replica]
-        if not seqs or ats[-1] != vector.at or held[-1] is not vector.exceptions:
-            seqs.append(event.id[1])
-            ats.append(vector.at)
-            held.append(vector.exceptions)
+        if vector is None:
+            self.chains[replica].append(event)
+            self._positions[replica].append(len(order))
+            order.append(event)
+        else:
+            if type(vector) is not Past:
+                vector = self._past_from(vector)
+            chain = self.chains.get(replica)
+            if chain is None:
+                chain = self.chains[replica] = []
+                self._pasts[replica] = ([], [], [])
+                self._positions[replica] = []
+            chain.append(event)
+            self._positions[replica].append(len(order))
+            order.append(event)
+            seqs, ats, held = self._pasts[replica]
+            if not seqs or ats[-1] != vector.at or held[-1] is not vector.exceptions:
+                seqs.append(event.id[1])
+                ats.append(vector.at)
+                held.append(vector.exceptions)
         heads = self.heads
         for parent, _ in event.parents:
             heads.pop(parent, None)
@@ -548,7 +556,7 @@ class TipLog:
     def vector_for(self, parents: list[EventKey], author: str) -> Vector:
         return _EMPTY
 
-    def record(self, event: Event, vector: Vector) -> None:
+    def record(self, event: Event, vector: Vector | None) -> None:
         self.events.append(event)
         for parent, _ in event.parents:
             self.heads.pop(parent, None)
