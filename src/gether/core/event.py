@@ -411,6 +411,21 @@ def decode_body(body: bytes, signature: bytes | None = None) -> Event:
     """Parse and structurally check an event body (ops are judged later, against
     the event's causal past)."""
     fields = unpack(body)
+    event = event_of_fields(fields, body, signature)
+    try:
+        canonical = pack(fields)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise DecodeError(f"malformed event: {exc}") from exc
+    if canonical != body:
+        raise DecodeError("event body is not in canonical form")
+    return event
+
+
+def event_of_fields(fields: Any, body: bytes, signature: bytes | None = None) -> Event:
+    """``decode_body`` of fields already parsed, where ``body`` is
+    ``pack(fields)`` (so it is canonical by construction): the compact sync
+    encoding rebuilds the fields, and unpacking the body it had just packed,
+    then packing it again to compare, was a fifth of a busy client's time."""
     if type(fields) is not tuple or not fields:
         raise DecodeError("malformed event body")
     if fields[0] != FORMAT:
@@ -464,11 +479,8 @@ def decode_body(body: bytes, signature: bytes | None = None) -> Event:
             body,
             signature,
         )
-        canonical = pack(fields)
     except (TypeError, ValueError, IndexError) as exc:
         raise DecodeError(f"malformed event: {exc}") from exc
-    if canonical != body:
-        raise DecodeError("event body is not in canonical form")
     return event
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import msgpack
 
-from gether.core.event import MAX_PARENTS, Event, _ext_hook, decode_body, pack
+from gether.core.event import MAX_PARENTS, Event, _ext_hook, event_of_fields, pack
 from gether.core.keys import KEY_ID_SIZE
 from gether.errors import DecodeError, LimitExceededError, UnknownParentError, UsageError
 from gether.sync.names import ReceivedNames, SentNames
@@ -564,7 +564,7 @@ def _record(
         body = pack(body_fields)
     except (TypeError, ValueError, OverflowError) as exc:
         raise DecodeError(f"malformed record: {exc}") from exc
-    event = decode_body(body, signature)
+    event = event_of_fields(body_fields, body, signature)
     in_batch[event.id] = event
     last_seq[replica] = seq
     return event
