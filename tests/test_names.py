@@ -20,6 +20,7 @@ from gether.sync.batch import decode_batch, encode_batch
 from gether.sync.framing import frame
 from gether.sync.messages import EventsV2, encode
 from gether.sync.names import MAX_NAMES, ReceivedNames, SentNames
+from gether.sync.window import ReceivedWindow, SentWindow
 from gether.testing.histories import history
 from gether.testing.sync import DocumentsHost, pump
 
@@ -61,8 +62,9 @@ def test_a_replica_named_before_costs_a_byte() -> None:
     first = encode_batch([keystroke], held.get, names=names)
     again = encode_batch([keystroke], held.get, names=names)
     plain = encode_batch([keystroke], held.get)
-    # the table: a string of the id (plain); a list of it (first); a list of its place
-    assert len(first) == len(plain) + 1 and len(again) == len(plain) - len(doc.replica_id) + 1
+    # the table: a list of the id (first), then of its place: 17 bytes, then 1
+    assert len(first) - len(again) == len(doc.replica_id)
+    assert len(again) < len(plain)
     assert doc.replica_id.encode() in first and doc.replica_id.encode() not in again
 
 
@@ -125,3 +127,37 @@ def test_a_reference_to_a_name_never_listed_closes_the_connection() -> None:
     assert server.closed and server.close_reason is not None
     assert server.close_reason.code == "decode"
     assert server_doc.to_json() == before
+
+
+@settings(max_examples=40, deadline=None)
+@given(edits=st.integers(1, 12), seed=st.integers(0, 2**32 - 1))
+def test_near_parents_and_clock_bits_survive_a_listed_table(edits: int, seed: int) -> None:
+    """A listed table's records write ``NEAR`` and ``HLC_LOW`` in each other's
+    bits: events naming parents by place, with or without a logical clock
+    part, decode to their bodies."""
+    rng = random.Random(seed)
+    server = gether.Document("server", signed=False)
+    mine = gether.Document("mine", signed=False)
+    received: list[Event] = []
+    near, sent = ReceivedWindow(), SentWindow()
+    names_out, names_in = SentNames(), ReceivedNames()
+    writers: dict[str, gether.Document] = {}
+    for _ in range(edits):
+        name = f"w{rng.randrange(5)}"
+        writer = writers.setdefault(name, gether.Document(name, signed=False))
+        writer.apply_events(server.events_since(writer.version))
+        writer.text("t").insert(0, "ab")
+        server.apply_events(writer.events_since(server.version))
+        fresh = [e for e in server.events_since(mine.version) if e.id[0] != "mine"]
+        mine.apply_events(fresh)
+        received += fresh
+        near.extend(e.id for e in fresh)  # what mine received, and the server sent
+        sent.extend(e.id for e in fresh)
+        text = mine.text("t")
+        text.insert(rng.randrange(len(text) + 1), "x")
+        held = {e.id: e for e in server.events_since(None)}
+        batch = [e for e in mine.events_since(server.version) if e.id[0] == "mine"]
+        records = encode_batch(batch, held.get, near=near, names=names_out)
+        decoded = decode_batch(records, held.get, 100, sent.at, names_in)
+        assert [e.body for e in decoded] == [e.body for e in batch]
+        server.apply_events(batch)

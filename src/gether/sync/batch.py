@@ -64,6 +64,19 @@ PREV_HASH = 512  # a prev hash follows (rare: the author's previous event is not
 NEAR = 1024  # some parents are near references (a base count follows)
 _FLAGS = 2047
 
+
+def _listed_flags(flags: int) -> int:
+    """Flags as a batch with a listed table (protocol 3) writes them, and back:
+    ``NEAR`` and ``HLC_LOW`` trade bits, so that a keystroke naming parents
+    by place has its flags in one byte (``NEAR`` at 1024 made them three)."""
+    swapped = flags & ~(NEAR | HLC_LOW)
+    if flags & NEAR:
+        swapped |= HLC_LOW
+    if flags & HLC_LOW:
+        swapped |= NEAR
+    return swapped
+
+
 _EXT_REF = 16  # inside ops: a string of the batch table (index, big-endian)
 _EXT_OWN = 17  # inside ops: (author, counter - d), d signed big-endian
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
@@ -268,7 +281,7 @@ def encode_batch(
             else:
                 flags |= PREV_HASH
                 fields.append(event.prev)
-        out.append(flags)
+        out.append(flags if names is None else _listed_flags(flags))
         out.extend(fields)
         in_batch[event.id] = event
         last_seq[replica] = seq
@@ -406,7 +419,9 @@ def decode_batch(
     None: a listed table is malformed)."""
     fields = _Fields(data)
     head = fields.next()
-    if names is not None and type(head) is tuple:
+    listed = names is not None and type(head) is tuple
+    if listed:
+        assert names is not None
         strings = decode_listed_table(head, names)
     else:
         strings = decode_table(head)
@@ -431,7 +446,7 @@ def decode_batch(
     while fields.tell() < end:
         if len(out) >= max_events:
             raise LimitExceededError(f"more than {max_events} events in a batch")
-        out.append(_record(fields, string, find, in_batch, last_seq, strings, sent))
+        out.append(_record(fields, string, find, in_batch, last_seq, strings, sent, listed))
     return out
 
 
@@ -443,10 +458,13 @@ def _record(
     last_seq: dict[str, int],
     strings: tuple[str, ...],
     sent: Sent | None,
+    listed: bool,
 ) -> Event:
     flags = fields.next()
     if type(flags) is not int or not 0 <= flags <= _FLAGS:
         raise DecodeError("malformed record flags")
+    if listed:
+        flags = _listed_flags(flags)
     if flags & (DENSE | ONLY_PREV | PREV_OWN) and not flags & BASE:
         raise DecodeError("record flags need a base")
     if (flags & PREV_OWN and flags & PREV_HASH) or (flags & NEAR and flags & ONLY_PREV):
