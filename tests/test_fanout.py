@@ -74,13 +74,16 @@ steps = st.lists(
     count=st.integers(2, 5),
     plan=steps,
     seed=st.integers(0, 2**32 - 1),
-    protocols=st.lists(st.sampled_from([(1,), (2,), (1, 2)]), min_size=5, max_size=5),
+    protocols=st.lists(
+        st.sampled_from([(1,), (2,), (1, 2), (3,), (1, 2, 3)]), min_size=5, max_size=5
+    ),
 )
 def test_any_interleaving_of_edits_ticks_and_joins_converges(
     count: int, plan: list[tuple[str, int]], seed: int, protocols: list[tuple[int, ...]]
 ) -> None:
-    """Clients of protocol v1 and v2 on one server (v2 batches name parents
-    without their hashes: a live subscriber must hold them)."""
+    """Clients of protocols 1, 2 and 3 on one server (v2 batches name parents
+    without their hashes: a live subscriber must hold them; v3 batches of one
+    connection name replicas by their place in its names)."""
     rng = random.Random(seed)
     server = Server()
     clients = [Client(i, protocols[i]) for i in range(count)]
@@ -131,7 +134,7 @@ def test_long_random_schedules_converge() -> None:
     for _ in range(100):
         plan = [(rng.choice(kinds), rng.randrange(5)) for _ in range(rng.randrange(20, 120))]
         check = test_any_interleaving_of_edits_ticks_and_joins_converges.hypothesis.inner_test  # type: ignore[attr-defined]
-        protocols = [rng.choice([(1,), (2,)]) for _ in range(5)]
+        protocols = [rng.choice([(1,), (2,), (3,)]) for _ in range(5)]
         check(count=rng.randint(2, 5), plan=plan, seed=rng.randrange(2**32), protocols=protocols)
 
 
