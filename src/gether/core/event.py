@@ -87,14 +87,6 @@ def unpack(data: bytes) -> Any:
         raise DecodeError(f"malformed msgpack: {exc}") from exc
 
 
-def _first_op(ops: tuple[Op, ...]) -> tuple[object, object]:
-    """What ``Event._inner`` and ``Event._op`` hold (see there)."""
-    if not ops:
-        return None, None
-    op = ops[0]
-    return (op[2] if op[0] == SEQ_DELETE else None), op
-
-
 class Event:
     """One immutable, hashed event. ``id`` is the plain tuple ``(replica, seq)``
     (equal to an ``EventId``): exact tuples of strings and ints are left alone by
@@ -131,6 +123,16 @@ class Event:
         "ops",
         "parents",
     )
+    id: tuple[str, int]
+    parents: tuple[Parent, ...]
+    ops: tuple[Op, ...]
+    hash: bytes
+    _atoms: tuple[int, int, int, int, bytes, bytes, bytes | None, bytes | None]
+    _signature: bytes | None
+    _signer: SigningKey | None
+    _valid_for: bytes | None
+    _inner: object
+    _op: object
 
     def __init__(
         self,
@@ -147,20 +149,14 @@ class Event:
         signature: bytes | None = None,
         end: int | None = None,
     ) -> None:
-        self._setup(
-            event_id,
-            counter,
-            lamport,
-            hlc,
-            key_id,
-            public_key,
-            parents,
-            prev,
-            ops,
-            body,
-            signature,
-            end,
-        )
+        # ``create`` is the one way an event is filled in (the hot paths call
+        # it directly); the constructor, for everyone else, copies what it made
+        made = Event.create(
+            event_id, counter, lamport, hlc, key_id, public_key, parents, prev, ops,
+            body, signature, end,
+        )  # fmt: skip
+        for name in Event.__slots__:
+            setattr(self, name, getattr(made, name))
 
     @classmethod
     def create(
@@ -180,14 +176,14 @@ class Event:
     ) -> Event:
         """``Event(...)``, made faster: calling a class runs ``__init__`` through
         a generic slot that repacks the arguments, which costs as much as
-        filling the event in. Every local commit and decoded event comes here,
-        so this is ``_setup`` written out again (a call with twelve arguments
+        filling the event in. Every local commit and decoded event comes here
+        (written out in one function: a helper called with twelve arguments
         was a tenth of the cost of a keystroke's event)."""
         event: Event = _new_object(cls)
         event.id = event_id
         event.parents = parents
         event.ops = ops
-        if ops:  # _first_op, inlined
+        if ops:
             first = ops[0]
             event._inner = first[2] if first[0] == SEQ_DELETE else None
             event._op = first
@@ -220,59 +216,11 @@ class Event:
         event.hash = _sha256(body).digest()
         event._signature = signature
         event._signer = None
-        event._valid_for = None
-        return event
-
-    def _setup(
-        self,
-        event_id: tuple[str, int],
-        counter: int,
-        lamport: int,
-        hlc: int,
-        key_id: bytes,
-        public_key: bytes | None,
-        parents: tuple[Parent, ...],
-        prev: bytes | None,
-        ops: tuple[Op, ...],
-        body: bytes | None,
-        signature: bytes | None,
-        end: int | None,
-    ) -> None:
-        self.id = event_id
-        self.parents = parents
-        self.ops = ops
-        self._inner, self._op = _first_op(ops)
-        if end is None:
-            end = counter + ops_length(ops)
-        if body is None:
-            if len(parents) == 1:
-                ((parent, digest),) = parents
-                encoded: tuple[Any, ...] = ((parent[0], parent[1], digest),)
-            else:
-                encoded = tuple((p[0], p[1], h) for p, h in parents)
-            body = _packer.pack(
-                (
-                    FORMAT,
-                    event_id[0],
-                    event_id[1],
-                    counter,
-                    lamport,
-                    hlc,
-                    key_id,
-                    public_key,
-                    encoded,
-                    prev,
-                    ops,
-                )
-            )
-        self._atoms = (counter, end, lamport, hlc, body, key_id, public_key, prev)
-        self.hash = _sha256(body).digest()
-        self._signature = signature
-        self._signer: SigningKey | None = None
         # the public key the signature is known to verify with (signed or
         # verified in this process): Ed25519 is deterministic, so checking
         # the same signature, hash and key again cannot give another answer
-        self._valid_for: bytes | None = None
+        event._valid_for = None
+        return event
 
     @property
     def counter(self) -> int:
