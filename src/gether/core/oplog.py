@@ -263,11 +263,6 @@ class EventLog:
                 exceptions[replica] = value
         return Past(self, top, exceptions or _EMPTY)
 
-    def own_vector(self, replica: str) -> Past:
-        """The past of ``replica``'s newest event (its next one's, if it saw nothing new)."""
-        _, ats, held = self._pasts[replica]
-        return Past(self, ats[-1], held[-1])
-
     def _past_at(self, replica: str, seq: int) -> Past:
         at, held = self._entry_at(replica, seq)
         return Past(self, at, held)
@@ -549,9 +544,6 @@ class TipLog:
 
     def next_counter(self, replica: str) -> int:
         return self.tip(replica)[2]
-
-    def own_vector(self, replica: str) -> Vector:
-        return _EMPTY  # vectors are worked out when the history is decoded
 
     def vector_for(self, parents: list[EventKey], author: str) -> Vector:
         return _EMPTY
