@@ -207,9 +207,13 @@ class AccessGuard:
                 return
             self._touched = False
         if touches_policy(event):
-            self._current = _STALE
-            if self._history is not None:
-                self._history.append(event)
+            self.policy_written(event)
+
+    def policy_written(self, event: Event) -> None:
+        """A recorded event wrote the policy."""
+        self._current = _STALE
+        if self._history is not None:
+            self._history.append(event)
 
     # -- local edits ------------------------------------------------------------------
 
@@ -246,11 +250,12 @@ class AccessGuard:
 
     # -- received events --------------------------------------------------------------
 
-    def check_event(self, doc: Document, event: Event, vector: Mapping[str, int]) -> None:
+    def check_event(self, doc: Document, event: Event, vector: Mapping[str, int]) -> bool:
         """Judge a received event (its ops already checked as ops) on the policy
         at its parents; raise ``AccessRejectedError`` if it may not be applied.
-        ``vector``: its causal past on replicas other than its author."""
-        principal = event.key_id.hex()
+        ``vector``: its causal past on replicas other than its author.
+        Returns whether it writes the policy (then call ``policy_written``
+        once it is recorded)."""
         policy_ops: list[Op] = []
         for op in event.ops:
             if is_policy_op(op):
@@ -258,27 +263,29 @@ class AccessGuard:
                 if bad is not None:
                     raise AccessRejectedError("/", bad, event.id)
                 policy_ops.append(op)
-            elif _links_policy(op):
+            elif op[0] in _LINKING and _links_policy(op):
                 raise AccessRejectedError("/", f"links {ACCESS_NAME!r} elsewhere", event.id)
         if not policy_ops and self._history is not None and not self._history:
-            return  # never closed: open in every past
+            return False  # never closed: open in every past
+        principal = event.key_id.hex()
         policy = self._at_parents(doc, event, vector)
         if policy is None:  # open: everyone is admin
             if policy_ops and not _grants_itself_admin(policy_ops, principal):
                 reason = "the first policy event must grant its author admin on /"
                 raise AccessRejectedError("/", reason, event.id)
-            return
+            return bool(policy_ops)
         if policy_ops and policy.rank(principal, ()) < ADMIN:
             reason = "changing the access policy needs admin on /"
             raise AccessRejectedError("/", reason, event.id)
         if policy.rank(principal, ()) >= WRITER:
-            return  # may write everywhere
+            return bool(policy_ops)  # may write everywhere
         places = _places(event)
         for op in event.ops:
             if not is_policy_op(op):
                 path = self._written(doc, op[1], _key_of(op), places)
                 if policy.rank(principal, path) < WRITER:
                     raise AccessRejectedError(_shown(path), "needs writer", event.id)
+        return False
 
     def _at_parents(self, doc: Document, event: Event, vector: Mapping[str, int]) -> Policy | None:
         history = self._history
@@ -383,6 +390,10 @@ def _places(event: Event) -> dict[ContainerId, tuple[ContainerId, str | None]]:
                     places[(author, counter + i)] = (op[1], None)
         counter += op_length(op)
     return places
+
+
+_LINKING: Final = frozenset((MAP_SET, LIST_SET, LIST_INSERT))
+"""The op kinds that write a value, which could link the policy elsewhere."""
 
 
 def _links_policy(op: Op) -> bool:

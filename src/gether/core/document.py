@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from gether.core import proxies
@@ -986,20 +985,36 @@ class Document:
                 errors.append((event_id, exc))
         errors.extend(log.authenticate())
         applied: list[Event] = []
-        while True:
-            ready = [e for e in log.ready() if e.id in log.staged]
-            if not ready:
-                break
-            for event in ready:
-                if event.id not in log.staged:
+        staged = log.staged
+        trusted = log.trusted
+        chains = log.chains
+        progress = True
+        while progress and trusted:
+            # a valid event comes after its parents in causal order, so one
+            # pass applies every ready one; an event whose lamport lies is
+            # reached on the next pass (and rejected when checked)
+            progress = False
+            for event in log.trusted_in_order():
+                event_id = event.id
+                if event_id not in staged:
                     continue  # rejected as a dependent meanwhile
-                try:
-                    self._integrate(event)
-                except GetherError as exc:
-                    errors.extend(log.reject(event.id, exc))
+                chain = chains.get(event_id[0])
+                if event_id[1] - 1 != (len(chain) if chain else 0):
                     continue
-                log.unstage(event.id)
-                applied.append(event)
+                for parent, _ in event.parents:
+                    chain = chains.get(parent[0])
+                    if chain is None or parent[1] > len(chain):
+                        break
+                else:
+                    try:
+                        self._integrate(event)
+                    except GetherError as exc:
+                        errors.extend(log.reject(event_id, exc))
+                        continue
+                    del staged[event_id]
+                    trusted.discard(event_id)
+                    applied.append(event)
+                    progress = True
         if applied and self._journal is not None:
             self._journal.write_received(applied)
             self._journal.written(self)
@@ -1048,14 +1063,14 @@ class Document:
             key = None
             if event.prev_hash() != log.chains[author][-1].hash:
                 raise HashMismatchError(f"{event.id} does not follow its author's previous event")
-        ctx = OpContext(author, event.counter, partial(log.counter_in_past, vector))
+        ctx = OpContext(author, event.counter, vector.holds)
         counter = event.counter
         state = self._state
         for op in event.ops:
             state.check(op, ctx, counter)
             counter += op_length(op)
         # judged on the policy at its parents; raises, state unchanged, if refused
-        self._access.check_event(self, event, vector)
+        writes_policy = self._access.check_event(self, event, vector)
         if self._guard is None:
             _apply_ops(state, event)
         else:  # judged on the event's causal past; raises, state unchanged, if invalid
@@ -1063,7 +1078,8 @@ class Document:
         if seq == 1:
             log.bind_key(author, event.key_id, key)
         log.record(event, vector)
-        self._access.recorded(event)
+        if writes_policy:
+            self._access.policy_written(event)
         self._clock.observe(event.hlc)
 
     def _vector_of(self, event: Event) -> Past:

@@ -276,9 +276,20 @@ class Event:
         self._signer = None
         self._valid_for = key.public_bytes
 
+    @property
+    def signed(self) -> bool:
+        """Does it carry a signature, or get one when first read (``sign_later``)?"""
+        return self._signature is not None or self._signer is not None
+
     def known_valid(self, public_key: bytes) -> bool:
-        """Was the signature already found to verify with ``public_key``?"""
-        return self._valid_for == public_key and self._signature is not None
+        """Was the signature already found to verify with ``public_key``, or
+        will it, being made on first need by that key's private half?"""
+        if self._signature is None:
+            # another replica of this process made it: signing it only to
+            # check the signature was a tenth of merging their histories
+            signer = self._signer
+            return signer is not None and signer.public_bytes == public_key
+        return self._valid_for == public_key
 
     def mark_valid(self, public_key: bytes) -> None:
         self._valid_for = public_key

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping, Sequence
+import itertools
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -63,6 +64,13 @@ class Past(Mapping[str, int]):
         if found is None:
             found = self._log.count_before(replica, self.at)
         return found or default
+
+    def holds(self, replica: str, counter: int) -> bool:
+        """Is the element ``(replica, counter)`` made by an event of this past?"""
+        seq = self.exceptions.get(replica)
+        if seq is None:
+            seq = self._log.count_before(replica, self.at)
+        return bool(seq) and counter < self._log.chains[replica][seq - 1].end
 
     def __getitem__(self, replica: str) -> int:
         found = self.get(replica)
@@ -297,13 +305,6 @@ class EventLog:
             return len(positions)
         return bisect_left(positions, at)
 
-    def counter_in_past(self, vector: Vector, replica: str, counter: int) -> bool:
-        """Is the element ``(replica, counter)`` made by an event of ``vector``?"""
-        seq = vector.get(replica, 0)
-        if not seq:
-            return False
-        return counter < self.chains[replica][seq - 1].end
-
     # -- recording -----------------------------------------------------------
 
     def record(self, event: Event, vector: Vector | None) -> None:
@@ -382,15 +383,23 @@ class EventLog:
         check per author, however many of its events carry signatures.
         """
         errors: list[tuple[EventKey, GetherError]] = []
-        waiting = sorted(
-            (event_id for event_id in self.staged if event_id not in self.trusted),
-            key=lambda event_id: (event_id[0], -event_id[1]),
-        )
-        for event_id in waiting:
-            event = self.staged.get(event_id)
-            if event is None or event_id in self.trusted:
+        trusted = self.trusted
+        staged = self.staged
+        by_author: dict[str, list[EventKey]] = {}
+        for event_id in staged:
+            if event_id not in trusted:
+                waiting = by_author.get(event_id[0])
+                if waiting is None:
+                    by_author[event_id[0]] = [event_id]
+                else:
+                    waiting.append(event_id)
+        for waiting in by_author.values():
+            waiting.sort(reverse=True)  # newest first
+        for event_id in itertools.chain.from_iterable(by_author.values()):
+            event = staged.get(event_id)
+            if event is None or event_id in trusted:
                 continue
-            if event.signature is not None:
+            if event.signed:
                 try:
                     verdict = self._verify_signature(event)
                 except GetherError as exc:
@@ -439,11 +448,11 @@ class EventLog:
         key = self._key_for(event)
         if key is None:
             return False
-        signature = event.signature
-        assert signature is not None
         raw = key.public_bytes_raw()
         if event.known_valid(raw):
             return True
+        signature = event.signature
+        assert signature is not None
         if not verify(key, signature, event.hash):
             raise SignatureError(f"{event.id}: signature does not verify")
         event.mark_valid(raw)
@@ -489,29 +498,11 @@ class EventLog:
                     work.append((other_id, dependent))
         return out
 
-    def ready(self) -> list[Event]:
-        """Trusted staged events whose parents are all applied, parents first.
-
-        One pass in causal order: a valid event comes after its parents in it.
-        An event whose lamport lies is found ready on the next call (and
-        rejected when checked)."""
-        chains = self.chains
+    def trusted_in_order(self) -> list[Event]:
+        """Trusted staged events in causal order: a valid event comes after
+        its parents in it."""
         staged = self.staged
-        out: list[Event] = []
-        taken: set[EventKey] = set()
-        for event in sorted((staged[i] for i in self.trusted), key=_causal_order):
-            author, seq = event.id
-            chain = chains.get(author)
-            if seq - 1 != (len(chain) if chain else 0) and (author, seq - 1) not in taken:
-                continue
-            for parent, _ in event.parents:
-                chain = chains.get(parent[0])
-                if (chain is None or parent[1] > len(chain)) and parent not in taken:
-                    break
-            else:
-                out.append(event)
-                taken.add(event.id)
-        return out
+        return sorted([staged[i] for i in self.trusted], key=_causal_order)
 
     def unstage(self, event_id: EventKey) -> None:
         self.staged.pop(event_id, None)
