@@ -13,9 +13,9 @@ its author is trusted and names it by its hash.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping, Sequence
-import itertools
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
