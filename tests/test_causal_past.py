@@ -51,7 +51,7 @@ def test_every_past_is_exact_whatever_the_order(replicas: int, edits: int, seed:
     log = doc._log
     for event in events:
         author, seq = event.id
-        past = log._past_at(author, seq)
+        past = log.past_at(author, seq)
         want = expected[event.id]
         for replica in {*log.chains, *want}:
             if replica == author:
@@ -85,7 +85,7 @@ def test_a_wide_history_keeps_small_pasts() -> None:
             hub.apply_events(w.events_since(hub.version))
             versions.append(hub.version)
     log = hub._log
-    newest = [log._past_at(w.replica_id, len(log.chains[w.replica_id])) for w in writers]
+    newest = [log.past_at(w.replica_id, len(log.chains[w.replica_id])) for w in writers]
     sizes = sorted(len(past.exceptions) for past in newest)
     assert sizes[-1] <= lag, sizes
     assert [p.at for p in newest] != [len(log._order)] * len(

@@ -989,12 +989,16 @@ class Document:
         trusted = log.trusted
         chains = log.chains
         progress = True
+        passes = 0
         while progress and trusted:
-            # a valid event comes after its parents in causal order, so one
-            # pass applies every ready one; an event whose lamport lies is
-            # reached on the next pass (and rejected when checked)
+            # the first pass takes events as they came (a sender sends them
+            # parents first); the next ones in causal order, in which a valid
+            # event comes after its parents, so one pass applies every ready
+            # one (an event whose lamport lies is reached on the pass after,
+            # and rejected when checked)
             progress = False
-            for event in log.trusted_in_order():
+            passes += 1
+            for event in log.trusted_staged() if passes == 1 else log.trusted_in_order():
                 event_id = event.id
                 if event_id not in staged:
                     continue  # rejected as a dependent meanwhile
@@ -1033,27 +1037,44 @@ class Document:
         return len(applied)
 
     def _integrate(self, event: Event) -> None:
-        """Check a trusted event whose parents are applied, then apply it."""
+        """Check a trusted event whose parents are applied (the caller made
+        sure), then apply it."""
         log = self._log
+        chains = log.chains
         author, seq = event.id
         max_lamport = 0
         max_hlc = 0
-        for parent_id, digest in event.parents:
-            parent = log.get(parent_id)
-            assert parent is not None
+        parents = event.parents
+        for parent_id, digest in parents:
+            parent = chains[parent_id[0]][parent_id[1] - 1]
             if parent.hash != digest:
                 raise HashMismatchError(f"{event.id} names {parent_id} by a wrong hash")
-            if parent.lamport > max_lamport:
-                max_lamport = parent.lamport
-            if parent.hlc > max_hlc:
-                max_hlc = parent.hlc
+            lamport = parent.lamport
+            if lamport > max_lamport:
+                max_lamport = lamport
+            hlc = parent.hlc
+            if hlc > max_hlc:
+                max_hlc = hlc
         if event.lamport != max_lamport + 1:
             raise InvalidEventError(f"{event.id}: lamport must be {max_lamport + 1}")
-        if event.hlc <= max_hlc:
+        hlc = event.hlc
+        if hlc <= max_hlc:
             raise InvalidEventError(f"{event.id}: clock must exceed its parents'")
-        if event.counter != log.next_counter(author):
+        counter = event.counter
+        if counter != log.next_counter(author):
             raise InvalidEventError(f"{event.id}: counter must be {log.next_counter(author)}")
-        vector = self._vector_of(event)
+        vector: Past
+        if len(parents) == 1 and parents[0][0][0] == author:
+            # it saw nothing new: its past is its previous event's
+            if parents[0][0][1] != seq - 1:
+                raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
+            vector = log.past_at(author, seq - 1)
+            shared = True
+        else:
+            vector = log.past_of([p for p, _ in parents], author)
+            if vector.get(author) != seq - 1:
+                raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
+            shared = False
         if seq == 1:
             key = check_first_key(log, event)
         else:
@@ -1061,13 +1082,13 @@ class Document:
             if event.public_key is not None or bound is None or bound[0] != event.key_id:
                 raise InvalidKeyError(f"{event.id} is not signed with its replica's key")
             key = None
-            if event.prev_hash() != log.chains[author][-1].hash:
+            if event.prev_hash() != chains[author][-1].hash:
                 raise HashMismatchError(f"{event.id} does not follow its author's previous event")
-        ctx = OpContext(author, event.counter, vector.holds)
-        counter = event.counter
+        ctx = OpContext(author, counter, vector.holds)
         state = self._state
+        check = state.check
         for op in event.ops:
-            state.check(op, ctx, counter)
+            check(op, ctx, counter)
             counter += op_length(op)
         # judged on the policy at its parents; raises, state unchanged, if refused
         writes_policy = self._access.check_event(self, event, vector)
@@ -1077,25 +1098,10 @@ class Document:
             self._guard.integrate(self, event, _apply_ops)
         if seq == 1:
             log.bind_key(author, event.key_id, key)
-        log.record(event, vector)
+        log.record(event, None if shared else vector)
         if writes_policy:
             self._access.policy_written(event)
-        self._clock.observe(event.hlc)
-
-    def _vector_of(self, event: Event) -> Past:
-        """The event's causal past; checks that its author's previous event is
-        part of it."""
-        author, seq = event.id
-        parents = [p for p, _ in event.parents]
-        if len(parents) == 1 and parents[0][0] == author:
-            # it saw nothing new: its vector is its previous event's
-            if parents[0][1] != seq - 1:
-                raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
-            return self._log.vector_for(parents, author)
-        past = self._log.past_of(parents, author)
-        if past.get(author) != seq - 1:
-            raise InvalidEventError(f"{event.id}: its author's previous event must be a cause")
-        return past
+        self._clock.observe(hlc)
 
     def _listen(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener`` after every recorded event; returns the unsubscriber."""

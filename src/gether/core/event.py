@@ -127,7 +127,7 @@ class Event:
     parents: tuple[Parent, ...]
     ops: tuple[Op, ...]
     hash: bytes
-    _atoms: tuple[int, int, int, int, bytes, bytes, bytes | None, bytes | None]
+    _atoms: tuple[int, int, int, int, bytes, bytes, bytes | None, bytes | None, bytes | None]
     _signature: bytes | None
     _signer: SigningKey | None
     _valid_for: bytes | None
@@ -212,7 +212,14 @@ class Event:
                     ops,
                 )
             )
-        event._atoms = (counter, end, lamport, hlc, body, key_id, public_key, prev)
+        claimed = prev
+        if claimed is None:  # its author's previous event is a parent (or it has none)
+            previous = (event_id[0], event_id[1] - 1)
+            for parent, digest in parents:
+                if parent == previous:
+                    claimed = digest
+                    break
+        event._atoms = (counter, end, lamport, hlc, body, key_id, public_key, prev, claimed)
         event.hash = _sha256(body).digest()
         event._signature = signature
         event._signer = None
@@ -314,13 +321,7 @@ class Event:
 
     def prev_hash(self) -> bytes | None:
         """The hash this event claims for its author's previous event."""
-        if self.prev is not None:
-            return self.prev
-        previous = (self.id[0], self.id[1] - 1)
-        for parent, digest in self.parents:
-            if parent == previous:
-                return digest
-        return None
+        return self._atoms[8]
 
     def to_bytes(self) -> bytes:
         return EVENT_MAGIC + pack((self.body, self.signature))

@@ -271,7 +271,8 @@ class EventLog:
                 exceptions[replica] = value
         return Past(self, top, exceptions or _EMPTY)
 
-    def _past_at(self, replica: str, seq: int) -> Past:
+    def past_at(self, replica: str, seq: int) -> Past:
+        """The causal past of ``(replica, seq)``, applied."""
         at, held = self._entry_at(replica, seq)
         return Past(self, at, held)
 
@@ -284,7 +285,7 @@ class EventLog:
         """The causal past of an event with these parents (shared with the
         parent when nothing new was seen)."""
         if len(parents) == 1 and parents[0][0] == author:
-            return self._past_at(author, parents[0][1])
+            return self.past_at(author, parents[0][1])
         return self.past_of(parents, author)
 
     def _past_from(self, vector: Vector) -> Past:
@@ -497,6 +498,11 @@ class EventLog:
                 if other_id == successor or any(p == current for p, _ in other.parents):
                     work.append((other_id, dependent))
         return out
+
+    def trusted_staged(self) -> list[Event]:
+        """Trusted staged events, in the order they came."""
+        trusted = self.trusted
+        return [event for event_id, event in self.staged.items() if event_id in trusted]
 
     def trusted_in_order(self) -> list[Event]:
         """Trusted staged events in causal order: a valid event comes after
