@@ -533,6 +533,10 @@ class Sequence:
     ) -> Run:
         """Place elements received from another replica (or replayed)."""
         self._hint = None
+        if left is not None and left[0] == replica and left[1] == counter - 1 and not deleted:
+            extended = self._continue_run(counter, length, content, left, right)
+            if extended is not None:
+                return extended
         left_run: Run | None = None
         if left is not None:
             left_run, offset = self.find(left) or _missing(left)
@@ -605,6 +609,44 @@ class Sequence:
         return self._insert_at(
             dest_bi, dest_ri, replica, counter, length, content, left, right, deleted
         )
+
+    def _continue_run(
+        self, counter: int, length: int, content: Any, left: OpId, right: OpId | None
+    ) -> Run | None:
+        """Typing on: extend the run that ends at ``left``, its author's
+        previous element, if it has the same right origin and is followed by
+        it (nothing concurrent there). What the general path would do, without
+        looking ``right`` up or scanning; None if it does not apply."""
+        found = self.find(left)
+        if found is None:
+            return None
+        run, offset = found
+        if (
+            offset + 1 != run.length
+            or run.deleted
+            or run.right != right
+            or not (self.text or (content is None and run.content is None))
+        ):
+            return None
+        block = run.block
+        runs = block.runs
+        ri = runs.index(run) + 1
+        if ri < len(runs):
+            following: Run | None = runs[ri]
+        else:
+            blocks = self.blocks
+            bi = blocks.index(block) + 1
+            while bi < len(blocks) and not blocks[bi].runs:
+                bi += 1
+            following = blocks[bi].runs[0] if bi < len(blocks) else None
+        if following is None:
+            if right is not None:
+                return None
+        elif right is None or following.replica != right[0] or following.counter != right[1]:
+            return None
+        self._cursor = (0, 0)
+        self._extend(run, length, content)
+        return run
 
     def _insert_at(
         self,
