@@ -198,6 +198,32 @@ def test_signature_by_another_key_is_rejected() -> None:
     reject(receiver, [forged], gether.RemoteError)
 
 
+def test_an_event_signed_on_first_need_is_known_valid_unsigned() -> None:
+    # a replica of this process signs its tip when the signature is first
+    # read; the receiver knows the signer's key, so it signs nothing to check
+    doc = source()
+    events = doc.events_since(None)
+    tip = events[-1]
+    assert tip.signed and tip._signature is None
+    receiver = gether.Document(replica_id="bob")
+    assert receiver.apply_events(events) == len(events)
+    assert tip._signature is None
+    assert receiver.to_json() == doc.to_json()
+    assert tip.signature is not None and tip.known_valid(key(1).public_bytes)
+
+
+def test_an_event_to_be_signed_by_another_key_is_rejected_unapplied() -> None:
+    doc = source()
+    events = doc.events_since(None)
+    events[-1].sign_later(key(7))  # not alice's key: what it signs will not verify
+    receiver = gether.Document(replica_id="bob")
+    with pytest.raises(gether.RejectedEventsError) as info:
+        receiver.apply_events(events)
+    assert any(isinstance(e, gether.SignatureError) for _, e in info.value.rejected)
+    assert receiver.event_count == 0  # the others wait for a signed successor
+    assert events[-1].id not in receiver.pending
+
+
 @pytest.mark.parametrize("public_key", SMALL_ORDER_KEYS + NON_CANONICAL_KEYS)
 def test_small_order_and_non_canonical_keys_are_refused(public_key: bytes) -> None:
     with pytest.raises(gether.InvalidKeyError):

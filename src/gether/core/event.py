@@ -22,7 +22,7 @@ exactly one encoding and therefore one hash.
 from __future__ import annotations
 
 from hashlib import sha256 as _sha256
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -87,6 +87,10 @@ def unpack(data: bytes) -> Any:
         raise DecodeError(f"malformed msgpack: {exc}") from exc
 
 
+_UNKNOWN: Final = object()
+"""Not worked out yet (``Event.prev_hash``)."""
+
+
 class Event:
     """One immutable, hashed event. ``id`` is the plain tuple ``(replica, seq)``
     (equal to an ``EventId``): exact tuples of strings and ints are left alone by
@@ -113,6 +117,7 @@ class Event:
 
     __slots__ = (
         "_atoms",
+        "_claimed",
         "_inner",
         "_op",
         "_signature",
@@ -127,8 +132,9 @@ class Event:
     parents: tuple[Parent, ...]
     ops: tuple[Op, ...]
     hash: bytes
-    _atoms: tuple[int, int, int, int, bytes, bytes, bytes | None, bytes | None, bytes | None]
+    _atoms: tuple[int, int, int, int, bytes, bytes, bytes | None, bytes | None]
     _signature: bytes | None
+    _claimed: bytes | object | None
     _signer: SigningKey | None
     _valid_for: bytes | None
     _inner: object
@@ -212,14 +218,8 @@ class Event:
                     ops,
                 )
             )
-        claimed = prev
-        if claimed is None:  # its author's previous event is a parent (or it has none)
-            previous = (event_id[0], event_id[1] - 1)
-            for parent, digest in parents:
-                if parent == previous:
-                    claimed = digest
-                    break
-        event._atoms = (counter, end, lamport, hlc, body, key_id, public_key, prev, claimed)
+        event._atoms = (counter, end, lamport, hlc, body, key_id, public_key, prev)
+        event._claimed = _UNKNOWN
         event.hash = _sha256(body).digest()
         event._signature = signature
         event._signer = None
@@ -320,8 +320,19 @@ class Event:
         return self.id[1]
 
     def prev_hash(self) -> bytes | None:
-        """The hash this event claims for its author's previous event."""
-        return self._atoms[8]
+        """The hash this event claims for its author's previous event
+        (worked out once: a receiver asks twice, a local event never)."""
+        claimed = self._claimed
+        if claimed is _UNKNOWN:
+            claimed = self.prev
+            if claimed is None:  # its author's previous event is a parent (or it has none)
+                previous = (self.id[0], self.id[1] - 1)
+                for parent, digest in self.parents:
+                    if parent == previous:
+                        claimed = digest
+                        break
+            self._claimed = claimed
+        return claimed  # type: ignore[return-value]
 
     def to_bytes(self) -> bytes:
         return EVENT_MAGIC + pack((self.body, self.signature))
