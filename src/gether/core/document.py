@@ -1007,7 +1007,7 @@ class Document:
                     continue
                 for parent, _ in event.parents:
                     chain = chains.get(parent[0])
-                    if chain is None or parent[1] > len(chain):
+                    if chain is None or not 0 < parent[1] <= len(chain):
                         break
                 else:
                     try:
