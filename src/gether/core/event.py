@@ -392,11 +392,18 @@ def decode_body(body: bytes, signature: bytes | None = None) -> Event:
     return event
 
 
-def event_of_fields(fields: Any, body: bytes, signature: bytes | None = None) -> Event:
+def event_of_fields(
+    fields: Any,
+    body: bytes,
+    signature: bytes | None = None,
+    checked_parents: list[Parent] | None = None,
+) -> Event:
     """``decode_body`` of fields already parsed, where ``body`` is
     ``pack(fields)`` (so it is canonical by construction): the compact sync
     encoding rebuilds the fields, and unpacking the body it had just packed,
-    then packing it again to compare, was a fifth of a busy client's time."""
+    then packing it again to compare, was a fifth of a busy client's time.
+    ``checked_parents``: the parents as ``(id, hash)``, from a caller that
+    built them of checked parts (only their number and repeats are judged)."""
     if type(fields) is not tuple or not fields:
         raise DecodeError("malformed event body")
     if fields[0] != FORMAT:
@@ -419,19 +426,21 @@ def event_of_fields(fields: Any, body: bytes, signature: bytes | None = None) ->
         raise DecodeError("malformed parents or ops")
     if len(parents) > MAX_PARENTS:
         raise LimitExceededError(f"an event with {len(parents)} parents (limit {MAX_PARENTS})")
-    parsed: list[Parent] = []
-    for parent in parents:
+    parsed: list[Parent] = [] if checked_parents is None else checked_parents
+    for parent in parents if checked_parents is None else ():
+        if type(parent) is not tuple or len(parent) != 3:
+            raise DecodeError("malformed parent")
+        p_replica, p_seq, digest = parent
         if (
-            type(parent) is not tuple
-            or len(parent) != 3
-            or not _is_id(parent[:2])
-            or parent[1] < 1
-            or type(parent[2]) is not bytes
-            or len(parent[2]) != HASH_SIZE
+            type(p_replica) is not str
+            or type(p_seq) is not int
+            or p_seq < 1
+            or type(digest) is not bytes
+            or len(digest) != HASH_SIZE
         ):
             raise DecodeError("malformed parent")
-        parsed.append(((parent[0], parent[1]), parent[2]))
-    if len({p for p, _ in parsed}) != len(parsed):
+        parsed.append(((p_replica, p_seq), digest))
+    if len(parsed) > 1 and len({p for p, _ in parsed}) != len(parsed):
         raise DecodeError("duplicate parent")
     for op in ops:
         if type(op) is not tuple or not op or type(op[0]) is not int:

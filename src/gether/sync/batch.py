@@ -36,7 +36,7 @@ from typing import Any
 
 import msgpack
 
-from gether.core.event import MAX_PARENTS, Event, _ext_hook, event_of_fields, pack
+from gether.core.event import MAX_PARENTS, Event, Parent, _ext_hook, event_of_fields, pack
 from gether.core.keys import KEY_ID_SIZE
 from gether.errors import DecodeError, LimitExceededError, UnknownParentError, UsageError
 from gether.sync.names import ReceivedNames, SentNames
@@ -338,7 +338,21 @@ def _expand(value: Any, strings: tuple[str, ...], author: str, counter: int, dep
     if kind is tuple:
         if depth >= _MAX_OPS_DEPTH:  # a bound, not Python's recursion limit
             raise DecodeError("ops nested too deeply")
-        return tuple(_expand(v, strings, author, counter, depth + 1) for v in value)
+        # scalars and references inline: a call per item was a fifth of decoding
+        out: list[Any] = []
+        for item in value:
+            item_kind = type(item)
+            if item_kind is _Ref:
+                if item.index >= len(strings):
+                    raise DecodeError("string reference out of the table")
+                out.append(strings[item.index])
+            elif item_kind is _Own:
+                out.append((author, counter - item.delta))
+            elif item_kind is tuple or item_kind is dict:
+                out.append(_expand(item, strings, author, counter, depth + 1))
+            else:
+                out.append(item)
+        return tuple(out)
     if kind is dict and any(type(v) in (_Ref, _Own) for v in value.values()):
         raise DecodeError("a reference inside a map")
     return value
@@ -492,10 +506,12 @@ def _record(
     if counter < 0:
         raise DecodeError("a delta below zero in a record")
     parents: list[tuple[str, int, bytes]] = []
+    pairs: list[Parent] = []  # the same, as the event holds them (their parts are checked)
     highest: int | None = 0
     if flags & ONLY_PREV:
         assert base is not None
         parents.append((replica, seq - 1, base.hash))
+        pairs.append(((replica, seq - 1), base.hash))
         highest = base.lamport
     else:
         near_base = -1
@@ -520,14 +536,17 @@ def _record(
                 if near_id is None:
                     raise UnknownParentError(f"no event sent at {position} is remembered here")
                 parent = find(near_id)
-                if highest is not None:
-                    highest = max(highest, parent.lamport)
+                if highest is not None and parent.lamport > highest:
+                    highest = parent.lamport
                 parents.append((near_id[0], near_id[1], parent.hash))
+                pairs.append((near_id, parent.hash))
                 i += 1
                 continue
             if i + 1 >= len(raw):
                 raise DecodeError("malformed parents in a record")
-            p_replica, p_seq = string(raw[i]), _int(raw[i + 1], "parent")
+            if type(first) is not int or first >= len(strings):  # ``string``, inline
+                raise DecodeError("replica index out of the table")
+            p_replica, p_seq = strings[first], _int(raw[i + 1], "parent")
             if p_seq < 0 and p_replica == replica:
                 p_seq += seq
             if p_seq < 1:
@@ -540,9 +559,10 @@ def _record(
             else:
                 parent = find((p_replica, p_seq))
                 digest = parent.hash
-                if highest is not None:
-                    highest = max(highest, parent.lamport)
+                if highest is not None and parent.lamport > highest:
+                    highest = parent.lamport
             parents.append((p_replica, p_seq, digest))
+            pairs.append(((p_replica, p_seq), digest))
     if flags & LAMPORT:
         if highest is None:
             raise DecodeError("an implied lamport with a parent not held")
@@ -582,7 +602,7 @@ def _record(
         body = pack(body_fields)
     except (TypeError, ValueError, OverflowError) as exc:
         raise DecodeError(f"malformed record: {exc}") from exc
-    event = event_of_fields(body_fields, body, signature)
+    event = event_of_fields(body_fields, body, signature, pairs)
     in_batch[event.id] = event
     last_seq[replica] = seq
     return event
