@@ -3,6 +3,9 @@ whole, with a typed error, leaving the receiver unchanged."""
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import msgpack
 import pytest
 
@@ -11,6 +14,7 @@ from gether.core.event import EVENT_MAGIC, Event, pack
 from gether.core.ids import EventId
 from gether.core.keys import SigningKey, check_public_key, key_id_of
 from gether.core.ops import TEXT_INSERT
+from gether.core.values import Kind, NamedRef
 
 # The eight points of small order on Ed25519 and two non-canonical encodings:
 # with any of them as a public key, one signature verifies for every message.
@@ -329,3 +333,32 @@ def test_descendants_of_a_rejected_event_are_rejected() -> None:
         doc.apply_events([child.to_bytes(), bad.to_bytes()])
     assert {i for i, _ in info.value.rejected} == {bad.id, child.id}
     assert doc.pending == frozenset()
+
+
+def test_packing_is_safe_across_threads() -> None:
+    # a server packs snapshots on worker threads while its event loop packs
+    # event bodies; a container value calls back into Python mid-pack, where
+    # the other thread may run: one shared packer mixed their bytes (the
+    # event then failed its signature check)
+    big = tuple(NamedRef(f"name{i}", Kind.TEXT) for i in range(3000))
+    small = (1, "alice", 7, 3, 4, 5, b"k" * 8, None, (("bob", 2, b"h" * 32),), None, ())
+    want_big, want_small = pack(big), pack(small)
+    wrong: list[str] = []
+
+    def snapshots() -> None:
+        for _ in range(30):
+            if pack(big) != want_big:
+                wrong.append("big")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        worker = threading.Thread(target=snapshots)
+        worker.start()
+        while worker.is_alive():
+            if pack(small) != want_small:
+                wrong.append("small")
+        worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not wrong, f"{len(wrong)} packs mixed with another thread's"

@@ -21,6 +21,7 @@ exactly one encoding and therefore one hash.
 
 from __future__ import annotations
 
+import threading
 from hashlib import sha256 as _sha256
 from typing import Any, Final
 
@@ -66,13 +67,26 @@ def _ext_hook(code: int, data: bytes) -> object:
 
 
 _new_object = object.__new__
-_packer = msgpack.Packer(default=_ext_default, use_bin_type=True, autoreset=True)
-_pack = _packer.pack
+
+
+class _Packers(threading.local):
+    """A msgpack packer per thread. A packer holds its buffer across the
+    calls ``default`` makes back into Python, where another thread may run:
+    shared, a snapshot packed on a server's worker thread and an event body
+    packed meanwhile on its event loop mixed their bytes (the event then
+    failed its signature check, and the snapshot was corrupt)."""
+
+    def __init__(self) -> None:
+        packer = msgpack.Packer(default=_ext_default, use_bin_type=True, autoreset=True)
+        self.pack = packer.pack
+
+
+_packers = _Packers()
 
 
 def pack(value: Any) -> bytes:
     """Canonical msgpack: smallest integer forms, float64, tuples as arrays."""
-    out: bytes = _packer.pack(value)
+    out: bytes = _packers.pack(value)
     return out
 
 
@@ -203,7 +217,7 @@ class Event:
                 encoded: tuple[Any, ...] = ((parent[0], parent[1], digest),)
             else:
                 encoded = tuple((p[0], p[1], h) for p, h in parents)
-            body = _pack(
+            body = _packers.pack(
                 (
                     FORMAT,
                     event_id[0],
