@@ -21,7 +21,6 @@ exactly one encoding and therefore one hash.
 
 from __future__ import annotations
 
-import threading
 from hashlib import sha256 as _sha256
 from typing import Any, Final
 
@@ -69,24 +68,28 @@ def _ext_hook(code: int, data: bytes) -> object:
 _new_object = object.__new__
 
 
-class _Packers(threading.local):
-    """A msgpack packer per thread. A packer holds its buffer across the
-    calls ``default`` makes back into Python, where another thread may run:
-    shared, a snapshot packed on a server's worker thread and an event body
-    packed meanwhile on its event loop mixed their bytes (the event then
-    failed its signature check, and the snapshot was corrupt)."""
-
-    def __init__(self) -> None:
-        packer = msgpack.Packer(default=_ext_default, use_bin_type=True, autoreset=True)
-        self.pack = packer.pack
+def _new_packer() -> msgpack.Packer:
+    return msgpack.Packer(default=_ext_default, use_bin_type=True, autoreset=True)
 
 
-_packers = _Packers()
+_idle_packers: list[msgpack.Packer] = [_new_packer()]
+"""Packers not in use. A packer keeps its buffer while it calls back into
+Python for container values, where another thread may run and pack too:
+with one packer for the process, a server mixed the bytes of a snapshot
+packed on a worker thread with those of a keystroke's body packed meanwhile
+on its event loop (the keystroke then failed its signature check, and the
+snapshot was corrupt). So each pack takes a packer of its own (``list.pop``
+and ``append`` are atomic), as fast as the shared one was."""
 
 
 def pack(value: Any) -> bytes:
     """Canonical msgpack: smallest integer forms, float64, tuples as arrays."""
-    out: bytes = _packers.pack(value)
+    try:
+        packer = _idle_packers.pop()
+    except IndexError:  # another thread is packing
+        packer = _new_packer()
+    out: bytes = packer.pack(value)
+    _idle_packers.append(packer)  # not after an error: it is dropped
     return out
 
 
@@ -217,7 +220,7 @@ class Event:
                 encoded: tuple[Any, ...] = ((parent[0], parent[1], digest),)
             else:
                 encoded = tuple((p[0], p[1], h) for p, h in parents)
-            body = _packers.pack(
+            body = pack(
                 (
                     FORMAT,
                     event_id[0],
