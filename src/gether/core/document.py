@@ -986,39 +986,30 @@ class Document:
         errors.extend(log.authenticate())
         applied: list[Event] = []
         staged = log.staged
-        trusted = log.trusted
-        chains = log.chains
         progress = True
-        passes = 0
-        while progress and trusted:
+        first_pass = True
+        while progress and log.trusted:
             # the first pass takes events as they came (a sender sends them
             # parents first); the next ones in causal order, in which a valid
             # event comes after its parents, so one pass applies every ready
             # one (an event whose lamport lies is reached on the pass after,
             # and rejected when checked)
-            progress = False
-            passes += 1
-            for event in log.trusted_staged() if passes == 1 else log.trusted_in_order():
+            pending = log.trusted_staged() if first_pass else log.trusted_in_order()
+            progress = first_pass = False
+            for event in pending:
                 event_id = event.id
                 if event_id not in staged:
                     continue  # rejected as a dependent meanwhile
-                chain = chains.get(event_id[0])
-                if event_id[1] - 1 != (len(chain) if chain else 0):
+                if not log.causes_applied(event):
                     continue
-                for parent, _ in event.parents:
-                    chain = chains.get(parent[0])
-                    if chain is None or not 0 < parent[1] <= len(chain):
-                        break
-                else:
-                    try:
-                        self._integrate(event)
-                    except GetherError as exc:
-                        errors.extend(log.reject(event_id, exc))
-                        continue
-                    del staged[event_id]
-                    trusted.discard(event_id)
-                    applied.append(event)
-                    progress = True
+                try:
+                    self._integrate(event)
+                except GetherError as exc:
+                    errors.extend(log.reject(event_id, exc))
+                    continue
+                log.unstage(event_id)
+                applied.append(event)
+                progress = True
         if applied and self._journal is not None:
             self._journal.write_received(applied)
             self._journal.written(self)

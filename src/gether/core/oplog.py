@@ -499,6 +499,19 @@ class EventLog:
                     work.append((other_id, dependent))
         return out
 
+    def causes_applied(self, event: Event) -> bool:
+        """Are its author's previous event and all its parents applied?"""
+        chains = self.chains
+        author, seq = event.id
+        chain = chains.get(author)
+        if seq - 1 != (len(chain) if chain else 0):
+            return False
+        for parent, _ in event.parents:
+            chain = chains.get(parent[0])
+            if chain is None or not 0 < parent[1] <= len(chain):
+                return False
+        return True
+
     def trusted_staged(self) -> list[Event]:
         """Trusted staged events, in the order they came."""
         trusted = self.trusted

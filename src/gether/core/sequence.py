@@ -561,15 +561,7 @@ class Sequence:
             next_bi, next_ri = next_bi + 1, 0
         runs = blocks[next_bi].runs
         following = runs[next_ri] if next_ri < len(runs) else None
-        if following is None:
-            adjacent = right is None
-        else:
-            adjacent = (
-                right is not None
-                and following.replica == right[0]
-                and following.counter == right[1]
-            )
-        if adjacent:
+        if _ends_at(following, right):
             return self._insert_at(
                 next_bi, next_ri, replica, counter, length, content, left, right, deleted
             )
@@ -639,10 +631,7 @@ class Sequence:
             while bi < len(blocks) and not blocks[bi].runs:
                 bi += 1
             following = blocks[bi].runs[0] if bi < len(blocks) else None
-        if following is None:
-            if right is not None:
-                return None
-        elif right is None or following.replica != right[0] or following.counter != right[1]:
+        if not _ends_at(following, right):
             return None
         self._cursor = (0, 0)
         self._extend(run, length, content)
@@ -716,3 +705,11 @@ class Sequence:
 
 def _missing(element: OpId) -> tuple[Run, int]:
     raise KeyError(element)
+
+
+def _ends_at(following: Run | None, right: OpId | None) -> bool:
+    """Is ``following`` (None: the end) the right origin ``right`` (None: the
+    end)? Then nothing concurrent lies between an insert's origins."""
+    if following is None:
+        return right is None
+    return right is not None and following.replica == right[0] and following.counter == right[1]
