@@ -51,7 +51,7 @@ from gether.errors import GetherError  # noqa: E402
 from gether.server.process import ServerProcess, wait_for_port  # noqa: E402
 from gether.sync.batch import decode_batch  # noqa: E402
 from gether.sync.connection import encode_events_frame  # noqa: E402
-from gether.sync.framing import frame  # noqa: E402
+from gether.sync.framing import SHORT, frame  # noqa: E402
 from gether.sync.messages import (  # noqa: E402
     AckV2,
     Events,
@@ -216,7 +216,7 @@ class Batch:
         sent: SentWindow | None = None,
     ) -> None:
         at = sent.at if sent is not None else None
-        self.events = decode_batch(records, _HELD.get, 100_000, at, names)
+        self.events = decode_batch(records, _HELD.get, 100_000, at, names, runs=True)
         for event in self.events:
             _HELD[event.id] = event
         self.ids = frozenset(e.id for e in self.events)
@@ -247,7 +247,7 @@ one connection (protocol 3)."""
 
 class GetherDummy:
     """A gether client that types into its own line and never applies what it
-    receives. It speaks protocol 3, as ``gether.connect`` does: it learns the
+    receives. It speaks protocol 4, as ``gether.connect`` does: it learns the
     ids, clocks and parents of the batches it receives (decoded once per
     process, see ``Batch``), so that its own events name the heads it has seen
     as parents, exactly as a full replica's would (naming those it received
@@ -280,7 +280,7 @@ class GetherDummy:
         self.number = 0  # the server's number for the document (its Subscribe says)
         self.received = ReceivedWindow()  # parents it received are named by position
         self.sent = SentWindow()  # and the server names those it sent so in a catch-up
-        self.names_out, self.names_in = SentNames(), ReceivedNames()  # protocol 3
+        self.names_out, self.names_in = SentNames(), ReceivedNames()  # protocol 3+
         self.unacked = 0  # batches received and not acknowledged yet
         self.ws: RawWebSocket | None = None
         self.subscribed = asyncio.get_running_loop().create_future()
@@ -289,7 +289,7 @@ class GetherDummy:
 
     async def connect(self, url: str) -> None:
         self.ws = await RawWebSocket.connect(url, self.on_message)
-        hello = frame(encode(Hello(self.name, versions=(1, 2, 3))))
+        hello = frame(encode(Hello(self.name, versions=(1, 2, 3, 4))))
         version = Version({self.name: self.seq})
         self.ws.send(hello + frame(encode(Subscribe(DOC, version, None, False))))
         await asyncio.wait_for(self.subscribed, 60)
@@ -297,15 +297,18 @@ class GetherDummy:
     def on_message(self, data: bytes) -> None:
         out: list[bytes] = []
         pos = 0
-        while pos < len(data):
-            size = int.from_bytes(data[pos : pos + 4], "big")
-            payload = data[pos + 4 : pos + 4 + size]
-            pos += 4 + size
+        while pos < len(data):  # whole frames: a WebSocket message holds whole frames
+            if data[pos] & SHORT:  # protocol 4: a one-byte header
+                size, pos = data[pos] & ~SHORT, pos + 1
+            else:
+                size, pos = int.from_bytes(data[pos : pos + 4], "big"), pos + 4
+            payload = data[pos : pos + size]
+            pos += size
             kind = payload[1]  # a fixarray header, then the kind
             if kind == EVENTS:
                 batch = _BATCHES.get(payload)
                 if batch is None:
-                    message = decode(payload, protocol=3)
+                    message = decode(payload, protocol=4)
                     assert isinstance(message, EventsV2)
                     try:
                         if message.records[0] in _LISTED:  # made for this dummy alone
@@ -322,16 +325,20 @@ class GetherDummy:
                     self.mine = None  # back from the server: the received heads say it all
                 self.unacked += 1
             elif kind == SUBSCRIBE and not self.subscribed.done():
-                message = decode(payload, protocol=3)
+                message = decode(payload, protocol=4)
                 assert isinstance(message, Subscribe) and message.number is not None
                 self.number = message.number
                 first = list(self.first)
-                out.append(encode_events_frame(self.number, first, _HELD.get, names=self.names_out))
+                out.append(
+                    encode_events_frame(
+                        self.number, first, _HELD.get, names=self.names_out, protocol=4
+                    )
+                )
                 self.sent.extend(e.id for e in first)
                 self.subscribed.set_result(None)
             elif kind == PING:  # the sender waits for our acks: send them now
                 out.append(self._ack())
-                out.append(frame(msgpack.packb([PONG, msgpack.unpackb(payload)[1]])))
+                out.append(frame(msgpack.packb([PONG, msgpack.unpackb(payload)[1]]), short=True))
             elif kind == ERROR:
                 self.errors.append(str(msgpack.unpackb(payload)[1:]))
         if out and self.ws is not None:
@@ -339,7 +346,7 @@ class GetherDummy:
 
     def _ack(self) -> bytes:
         count, self.unacked = self.unacked, 0
-        return frame(encode(AckV2(self.number, count), protocol=3)) if count else b""
+        return frame(encode(AckV2(self.number, count), protocol=4), short=True) if count else b""
 
     def heads(self) -> list[Event]:
         """What a replica holding all this dummy received and made has as heads."""
@@ -374,7 +381,7 @@ class GetherDummy:
         assert self.ws is not None
         # acks ride on the keystroke: once a second, as gether.connect's do
         frame_ = encode_events_frame(
-            self.number, [event], _HELD.get, near=self.received, names=self.names_out
+            self.number, [event], _HELD.get, near=self.received, names=self.names_out, protocol=4
         )
         self.sent.extend((event.id,))
         self.ws.send(self._ack() + frame_)
@@ -669,7 +676,7 @@ class GetherProbe(Probe):
             names = SentNames()
             names.add(self.writer_doc.replica_id)
         return [
-            len(encode_events_frame(1, [e], lookup, names=names))
+            len(encode_events_frame(1, [e], lookup, names=names, protocol=conn.protocol))
             for e in self._writer_events
             if e.id[1] in wanted
         ]

@@ -112,7 +112,7 @@ def test_a_reference_to_a_name_never_listed_closes_the_connection() -> None:
     server = SyncConnection(host, "srv", Role.SERVER, now=0.0)
     client.subscribe("d")
     pump(client, client_host, server, host)
-    assert client.protocol == server.protocol == 3
+    assert client.protocol == server.protocol >= 3
     mine = client_host.document("d")
     mine.counter("c").increment(5)
     events = mine.events_since(server_doc.version)

@@ -227,7 +227,7 @@ def test_no_common_version_is_unsupported() -> None:
     b.receive_data(a.data_to_send(), 0.0)
     assert b.closed and b.close_reason is not None
     assert b.close_reason.code == "unsupported_version"
-    hello = frame(msgpack.packb([MessageKind.HELLO, MAGIC, [4, 5], "c", None]))
+    hello = frame(msgpack.packb([MessageKind.HELLO, MAGIC, [5, 6], "c", None]))
     conn = SyncConnection(DocumentsHost({}), "s", Role.SERVER, now=0.0)
     conn.receive_data(hello, 0.0)
     assert conn.close_reason is not None and conn.close_reason.code == "unsupported_version"

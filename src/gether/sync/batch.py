@@ -19,7 +19,9 @@ What makes it small, for one keystroke as for a catch-up of thousands:
   check) still covers it. A parent it cannot find is ``UnknownParentError``;
 * a parent the sender received from the receiver on this connection is
   named by where it came in that stream (``sync/window.py``): a negative
-  number of a byte, no replica id in the table, no seq;
+  number of a byte, no replica id in the table, no seq; in protocol 4, as
+  a *run* (the newest m received) with the few exceptions toggled, since a
+  keystroke among many writers names nearly every event it received last;
 * the event hash is never sent (it is recomputed), and a sender may keep only
   each author's newest signature in a batch: the author's hash chain makes it
   vouch for the others (``EventLog.authenticate``).
@@ -31,6 +33,7 @@ form, field types), so a hostile batch ends in a typed error.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -77,6 +80,9 @@ def _listed_flags(flags: int) -> int:
     return swapped
 
 
+RUN_BUDGET_PER_BYTE = 8
+"""Parents a batch may name in near runs, per byte of it (plus 256): far
+above what keystrokes name, and a bound on a hostile batch's lookups."""
 _EXT_REF = 16  # inside ops: a string of the batch table (index, big-endian)
 _EXT_OWN = 17  # inside ops: (author, counter - d), d signed big-endian
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
@@ -160,6 +166,28 @@ def _compact(value: Any, table: dict[str, int], author: str, counter: int) -> An
     return value
 
 
+def _sorted(parents: Sequence[Parent]) -> bool:
+    return all(a[0] < b[0] for a, b in itertools.pairwise(parents))
+
+
+def near_run(distances: list[int]) -> list[int]:
+    """Near parents, each ``distance`` back from the newest received (1 is
+    the newest), as protocol 4 writes them: a run length m (the newest m are
+    parents), then a negative ``-d`` per exception (inside the run: not a
+    parent; beyond it: one). The run that leaves the fewest exceptions."""
+    ordered = sorted(distances)
+    best, fewest = 0, len(ordered)
+    for count, distance in enumerate(ordered, 1):
+        exceptions = (distance - count) + (len(ordered) - count)  # gaps, then beyond
+        if exceptions < fewest:
+            best, fewest = distance, exceptions
+    inside = set(ordered)
+    out = [best]
+    out.extend(-d for d in range(1, best + 1) if d not in inside)
+    out.extend(-d for d in ordered if d > best)
+    return out
+
+
 def encode_batch(
     events: Sequence[Event],
     lookup: Lookup,
@@ -168,6 +196,7 @@ def encode_batch(
     thin_signatures: bool = True,
     near: ReceivedWindow | None = None,
     names: SentNames | None = None,
+    runs: bool = False,
 ) -> bytes:
     """The records of ``events`` (parents first). ``holds`` says which events
     the receiver has (None: every event not in the batch, the case of a
@@ -175,20 +204,28 @@ def encode_batch(
     previous event, the base of the deltas; ``near``, what the receiver sent
     us on this connection (its parents among them are named by position);
     ``names``, the replica ids we listed on this connection (protocol 3: the
-    table names them by place)."""
+    table names them by place); ``runs``, near parents as a run (protocol 4:
+    only for an event whose parents are in order, the order the receiver
+    rebuilds)."""
     batch_ids = {event.id for event in events}
     near_at: dict[EventId, int] = {}
     replicas = {event.id[0] for event in events}
     for event in events:
+        by_place = near is not None and (not runs or _sorted(event.parents))
         for parent_id, _ in event.parents:
-            if parent_id in near_at:
+            if by_place and parent_id in near_at:
                 continue
-            if near is not None and parent_id[0] != event.id[0] and parent_id not in batch_ids:
+            if (
+                near is not None
+                and by_place
+                and parent_id[0] != event.id[0]
+                and parent_id not in batch_ids
+            ):
                 position = near.position(parent_id)
                 if position is not None:
                     near_at[parent_id] = position - near.count  # < 0
                     continue
-            replicas.add(parent_id[0])
+            replicas.add(parent_id[0])  # named in full (by this event, at least)
     strings = sorted(replicas)  # sorted, neighbours share prefixes (dummy0001, dummy0002...)
     table = {replica: i for i, replica in enumerate(strings)}
     signed: set[int] = set()
@@ -233,11 +270,16 @@ def encode_batch(
         # the highest of them + 1 (a rule every valid event follows)
         highest: int | None = 0
         parents: list[Any] = []
+        distances: list[int] = []  # near parents, with runs
+        by_place = not runs or _sorted(event.parents)
         for (p_replica, p_seq), digest in event.parents:
-            back = near_at.get((p_replica, p_seq))
+            back = near_at.get((p_replica, p_seq)) if by_place else None
             if back is not None:
                 flags |= NEAR
-                parents.append(back)
+                if runs:
+                    distances.append(-back)
+                else:
+                    parents.append(back)
                 parent = lookup((p_replica, p_seq))
                 if parent is None or highest is None:
                     highest = None
@@ -259,6 +301,8 @@ def encode_batch(
             if flags & NEAR:
                 assert near is not None
                 fields.append(near.count)
+                if runs:
+                    parents[:0] = near_run(distances)
             fields.append(parents)
         if highest is not None and event.lamport == highest + 1:
             flags |= LAMPORT
@@ -424,13 +468,15 @@ def decode_batch(
     max_events: int,
     sent: Sent | None = None,
     names: ReceivedNames | None = None,
+    runs: bool = False,
 ) -> list[Event]:
     """The events of a batch, each rebuilt into its canonical body and checked
     by ``decode_body``. ``lookup`` finds events the receiver holds (for
     hash-less parents and bases); one it cannot find is ``UnknownParentError``,
     as is a near reference ``sent`` cannot resolve (None: none allowed).
     ``names``: the names the sender listed on this connection (protocol 3;
-    None: a listed table is malformed)."""
+    None: a listed table is malformed); ``runs``: near parents come as a run
+    (protocol 4)."""
     fields = _Fields(data)
     head = fields.next()
     listed = names is not None and type(head) is tuple
@@ -457,11 +503,38 @@ def decode_batch(
 
     out: list[Event] = []
     end = len(data)
+    # a run of m parents costs a byte or two: bound them by the batch's size,
+    # or a few bytes would cost thousands of lookups
+    budget = [RUN_BUDGET_PER_BYTE * end + 256] if runs else None
     while fields.tell() < end:
         if len(out) >= max_events:
             raise LimitExceededError(f"more than {max_events} events in a batch")
-        out.append(_record(fields, string, find, in_batch, last_seq, strings, sent, listed))
+        out.append(_record(fields, string, find, in_batch, last_seq, strings, sent, listed, budget))
     return out
+
+
+def _run(raw: tuple[Any, ...], near_base: int, budget: list[int]) -> tuple[list[int], int]:
+    """Protocol 4: the distances of a record's near parents from its run
+    (``raw[0]``) and toggles (the negative items after it), and where the
+    parents named in full begin. ``budget``: run parents the batch may still
+    name."""
+    run = raw[0] if raw else None
+    if type(run) is not int or not 0 <= run <= near_base:
+        raise DecodeError("malformed near run in a record")
+    budget[0] -= run
+    if run > MAX_PARENTS or budget[0] < 0:
+        raise LimitExceededError("near runs naming more parents than a batch of its size may")
+    toggled: set[int] = set()
+    i = 1
+    while i < len(raw) and type(raw[i]) is int and raw[i] < 0:
+        distance = -raw[i]
+        if distance in toggled:
+            raise DecodeError("a near parent toggled twice in a record")
+        toggled.add(distance)
+        i += 1
+    near = [d for d in range(1, run + 1) if d not in toggled]
+    near.extend(sorted(d for d in toggled if d > run))
+    return near, i
 
 
 def _record(
@@ -473,6 +546,7 @@ def _record(
     strings: tuple[str, ...],
     sent: Sent | None,
     listed: bool,
+    budget: list[int] | None,
 ) -> Event:
     flags = fields.next()
     if type(flags) is not int or not 0 <= flags <= _FLAGS:
@@ -525,10 +599,25 @@ def _record(
         if len(raw) > 3 * MAX_PARENTS:  # before looking any of them up
             raise LimitExceededError(f"a record with over {MAX_PARENTS} parents")
         i = 0
-        while i < len(raw):
-            first = raw[i]
-            if type(first) is int and first < 0:  # a near reference
-                position = near_base + first
+        near: list[int] = []  # distances back from near_base, in protocol 4
+        ordered = budget is not None and near_base >= 0
+        if ordered:
+            assert budget is not None
+            near, i = _run(raw, near_base, budget)
+        while i < len(raw) or near:
+            if near:
+                distance = near.pop()
+            else:
+                first = raw[i]
+                if type(first) is not int or first >= 0:
+                    distance = 0
+                elif ordered:  # protocol 4 names them only in the run
+                    raise DecodeError("malformed near reference in a record")
+                else:  # protocol 2-3: a near reference, in the parents' order
+                    distance = -first
+                    i += 1
+            if distance:
+                position = near_base - distance
                 if near_base < 0 or position < 0:
                     raise DecodeError("malformed near reference in a record")
                 assert sent is not None
@@ -540,7 +629,6 @@ def _record(
                     highest = parent.lamport
                 parents.append((near_id[0], near_id[1], parent.hash))
                 pairs.append((near_id, parent.hash))
-                i += 1
                 continue
             if i + 1 >= len(raw):
                 raise DecodeError("malformed parents in a record")
@@ -563,6 +651,9 @@ def _record(
                     highest = parent.lamport
             parents.append((p_replica, p_seq, digest))
             pairs.append(((p_replica, p_seq), digest))
+        if ordered:  # the sender wrote them so only for parents in order
+            parents.sort()
+            pairs.sort()
     if flags & LAMPORT:
         if highest is None:
             raise DecodeError("an implied lamport with a parent not held")

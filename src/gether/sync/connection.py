@@ -8,11 +8,13 @@ calls ``acknowledge`` (or ``reject``), and calls ``push(doc)`` whenever a
 document has events the peer may lack. Time is a number of seconds
 passed in; nothing here reads a clock.
 
-Both protocol versions are spoken here: the version is chosen in the hellos
+Every protocol version is spoken here: the version is chosen in the hellos
 (the highest both speak) and only the messages of that version are accepted
 after them. v2 differs in ``Events`` (compact records, ``sync/batch.py``),
 ``Ack`` (cumulative, ``sync/acks.py``) and in naming documents by a number the
-server gives in its ``Subscribe``.
+server gives in its ``Subscribe``. v3 lists replica ids per connection
+(``sync/names.py``); v4 names near parents as runs and frames small
+messages with a one-byte header (``sync/framing.py``).
 
 A server made with ``admission=True`` authenticates before anything else:
 once the peer's hello arrives, ``hello_to_admit()`` returns it and nothing
@@ -86,14 +88,17 @@ def encode_events_frame(
     compress_above: int = 4096,
     near: ReceivedWindow | None = None,
     names: SentNames | None = None,
+    protocol: int = 3,
 ) -> bytes:
     """One whole v2 ``Events`` frame (length header included) of document
     ``number``. With ``holds`` None the receiver is assumed to hold every event
     not in ``events`` (a caught-up subscriber), and without ``near`` (what it
     sent us) nothing in the bytes is per connection, so the same frame serves
-    every such subscriber of the document."""
-    records = encode_batch(events, lookup, holds, near=near, names=names)
-    return frame(encode(EventsV2(number, records), compress_above, 2))
+    every such subscriber of the document. ``protocol`` 4: near parents as
+    runs, and a one-byte frame header when it fits."""
+    v4 = protocol >= 4
+    records = encode_batch(events, lookup, holds, near=near, names=names, runs=v4)
+    return frame(encode(EventsV2(number, records), compress_above, 2), short=v4)
 
 
 class Role(Enum):
@@ -540,7 +545,9 @@ class SyncConnection:
             raise UsageError("this connection is closed")
 
     def _send(self, message: Message) -> None:
-        self._out += frame(encode(message, self.limits.compress_above, self.protocol))
+        self._out += frame(
+            encode(message, self.limits.compress_above, self.protocol), self.protocol >= 4
+        )
 
     def _hello(self) -> Hello:
         if len(self.versions) == 1:
@@ -662,6 +669,7 @@ class SyncConnection:
                 self.limits.compress_above,
                 doc.received_ids,
                 self._names_out(),
+                self.protocol,
             )
             doc.sent.sent(batch)
             doc.sent_ids.extend(e.id for e in batch)
@@ -682,6 +690,7 @@ class SyncConnection:
         chosen = self._negotiate(hello)
         self.peer = hello
         self._reader.max_size = self.limits.max_frame_bytes
+        self._reader.short = chosen >= 4
         if self.role is Role.SERVER:
             self._send(Hello(self.local_id, self._credentials, chosen))
             self.protocol = chosen
@@ -796,6 +805,7 @@ class SyncConnection:
                     self.limits.max_batch_events,
                     doc.sent_ids.at,
                     self._received_names if self.protocol >= 3 else None,
+                    self.protocol >= 4,
                 )
             )
         except UnknownParentError as exc:
@@ -830,6 +840,7 @@ class SyncConnection:
                     lambda _: False,
                     self.limits.compress_above,
                     names=self._names_out(),
+                    protocol=self.protocol,
                 )
                 doc.sent.sent(batch)
                 doc.sent_ids.extend(e.id for e in batch)

@@ -28,7 +28,7 @@ from gether.errors import (
 MAGIC = "gether-sync"
 PROTOCOL_VERSION = 1
 """The version of a ``Hello`` that names a single one (what v1 peers send)."""
-VERSIONS = (1, 2, 3)
+VERSIONS = (1, 2, 3, 4)
 """The protocol versions this build speaks."""
 MAX_DOC_NUMBER = 2**32 - 1
 UNSIGNED = 1
