@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,9 @@ def test_defaults_leave_room_for_typing_and_large_documents() -> None:
 # -- the send queue, on a real socket whose reader never reads -------------------------------
 
 
-async def test_the_outbox_refuses_what_a_reader_that_stopped_would_queue() -> None:
+@asynccontextmanager
+async def stuck_stream() -> AsyncIterator[StreamChannel]:
+    """A real TCP stream to a reader that never reads."""
     done = asyncio.Event()
 
     async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -117,8 +119,17 @@ async def test_the_outbox_refuses_what_a_reader_that_stopped_would_queue() -> No
     dialling.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     dialling.connect(listening.getsockname())
     reader, writer = await asyncio.open_connection(sock=dialling)
-    outbox = Outbox(StreamChannel(reader, writer).send, limit=256 << 10)
     try:
+        yield StreamChannel(reader, writer)
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_outbox_refuses_what_a_reader_that_stopped_would_queue() -> None:
+    async with stuck_stream() as channel:
+        outbox = Outbox(channel.send, limit=256 << 10)
         assert outbox.put(b"x" * MIB)  # one chunk always fits an empty queue
         task = asyncio.create_task(outbox.pump())
         await asyncio.sleep(0.2)
@@ -127,15 +138,33 @@ async def test_the_outbox_refuses_what_a_reader_that_stopped_would_queue() -> No
         assert [outbox.put(chunk) for _ in range(5)] == [True] * 4 + [False]
         assert outbox.queued == 256 << 10
         await asyncio.wait_for(outbox.pump(), 1)  # a send is under way: returns at once
-        StreamChannel(reader, writer).abort()
+        channel.abort()
         await asyncio.wait_for(outbox.drained(), 5)
         assert outbox.broken and outbox.queued == 0
         assert outbox.put(chunk)  # dropped: nothing more is sent on a broken channel
         assert task.done()
-    finally:
-        done.set()
-        server.close()
-        await server.wait_closed()
+
+
+async def test_the_outbox_sends_at_once_only_when_nothing_would_wait() -> None:
+    """The fan-out's path with no task (``send_now``): taken while the stream
+    buffers nothing and no send is under way; else the bytes queue in order."""
+    async with stuck_stream() as channel:
+        outbox = Outbox(channel.send, limit=256 << 10, send_now=channel.send_now)
+        assert outbox.send_now(b"a")  # an idle stream takes it at once
+        assert outbox.send_now(b"x" * MIB)  # into the transport: most of it stays buffered
+        assert not outbox.send_now(b"b")  # now it would wait for the buffer: queue it
+        assert outbox.put(b"b")
+        task = asyncio.create_task(outbox.pump())
+        await asyncio.sleep(0.2)
+        assert outbox.writing == 1 and not task.done()  # waiting for the peer to read
+        assert not outbox.send_now(b"c")  # behind the send under way, in order
+        channel.abort()
+        await asyncio.wait_for(outbox.drained(), 5)
+        assert not outbox.send_now(b"d")  # a closed stream: through the queue,
+        assert outbox.put(b"d")
+        await asyncio.wait_for(outbox.pump(), 5)
+        assert outbox.broken  # which finds it broken
+        assert outbox.send_now(b"e")  # and drops what comes after, as ``put`` does
 
 
 # -- budgets on a real server ----------------------------------------------------------------

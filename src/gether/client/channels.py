@@ -33,6 +33,9 @@ class WebSocketClientChannel:
         except websockets.ConnectionClosed as exc:
             raise ConnectionError(str(exc)) from exc
 
+    def send_now(self, data: bytes) -> bool:
+        return False  # ``websockets``' send may wait: always ``send``
+
     async def close(self, going_away: bool = False) -> None:
         await self.ws.close(1001 if going_away else 1000)
 

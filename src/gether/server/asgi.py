@@ -11,7 +11,7 @@ from typing import Any
 from gether.server.auth import Authenticator, info_from_certificate
 from gether.server.hub import DocumentHub
 from gether.server.session import Session
-from gether.server.wsprotocol import aborter, frame_limit_setter, peercert
+from gether.server.wsprotocol import aborter, frame_limit_setter, peercert, sender_now
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -23,11 +23,16 @@ GOING_AWAY = 1001
 
 class WebSocketChannel:
     def __init__(
-        self, receive: Receive, send: Send, abort: Callable[[], None] | None = None
+        self,
+        receive: Receive,
+        send: Send,
+        abort: Callable[[], None] | None = None,
+        send_now: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._receive = receive
         self._send = send
         self._abort = abort
+        self._send_now = send_now
         self._closed = False
 
     async def receive(self) -> bytes | None:
@@ -46,6 +51,12 @@ class WebSocketChannel:
     async def send(self, data: bytes) -> None:
         if not self._closed:
             await self._send({"type": "websocket.send", "bytes": data})
+
+    def send_now(self, data: bytes) -> bool:
+        """Sent at once, if the server offers a send that does not wait (ours)."""
+        if self._closed or self._send_now is None:
+            return False
+        return self._send_now(data)
 
     async def close(self, going_away: bool = False) -> None:
         if not self._closed:
@@ -93,7 +104,7 @@ class GetherApp:
         max_message = self.hub.config.limits.max_frame_bytes + 4
         session = Session(
             self.hub,
-            WebSocketChannel(receive, send, aborter(scope)),
+            WebSocketChannel(receive, send, aborter(scope), sender_now(scope)),
             f"ws:{remote}",
             authenticator=self.authenticator,
             info=info_from_certificate("websocket", remote, tls, peercert(scope)),

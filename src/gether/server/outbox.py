@@ -21,8 +21,14 @@ from collections.abc import Awaitable, Callable
 
 
 class Outbox:
-    def __init__(self, send: Callable[[bytes], Awaitable[None]], limit: int) -> None:
+    def __init__(
+        self,
+        send: Callable[[bytes], Awaitable[None]],
+        limit: int,
+        send_now: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self._send = send
+        self._send_now = send_now
         self.limit = limit
         self._chunks: list[bytes] = []
         self.queued = 0
@@ -34,6 +40,20 @@ class Outbox:
         self._pumping = False
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def send_now(self, data: bytes) -> bool:
+        """Send ``data`` at once, if nothing waits before it and the channel
+        takes it without waiting (the common case: no coroutine to run);
+        False: ``put`` it and ``pump``."""
+        if self._pumping or self._chunks or self._send_now is None:
+            return False
+        if self.broken:
+            return True  # dropped, as ``put`` drops it
+        try:
+            return self._send_now(data)
+        except (ConnectionError, OSError):
+            self.broken = True
+            return True
 
     def put(self, data: bytes) -> bool:
         """Queue ``data``; False if it does not fit (the peer is too slow)."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from gether.errors import (
     AuthenticationError,
@@ -57,6 +57,10 @@ class Channel(Protocol):
         ...
 
     async def send(self, data: bytes) -> None: ...
+
+    def send_now(self, data: bytes) -> bool:
+        """Send ``data`` at once if that needs no waiting; False: it was not sent."""
+        ...
 
     async def close(self, going_away: bool = False) -> None: ...
 
@@ -107,7 +111,7 @@ class Session:
             admission=role is Role.SERVER,
         )
         limits = hub.config.limits
-        self.outbox = Outbox(channel.send, limits.max_queued_bytes)
+        self.outbox = Outbox(channel.send, limits.max_queued_bytes, channel.send_now)
         self._budget = Budget(limits, loop.time()) if role is Role.SERVER else None
         self._charged = 0
         """Frames decoded so far that were charged to the budget."""
@@ -131,6 +135,19 @@ class Session:
             self.document_changed(doc_id)
 
     def document_changed(self, doc_id: str, shared: SharedBatch | None = None) -> None:
+        if (
+            shared is not None
+            and not self._dirty
+            and not self._flush_scheduled
+            and not self.conn.closed
+            and self.hub.loaded(doc_id) is not None
+        ):
+            # the fan-out's common case, with no task: a task per subscriber
+            # per tick was much of the server's time with hundreds of them
+            self.conn.push_shared(shared)
+            if self._send_or_queue():
+                self._start(self.outbox.pump())
+            return
         batches = self._dirty.get(doc_id, [])
         if shared is None or batches is None:
             self._dirty[doc_id] = None
@@ -149,7 +166,10 @@ class Session:
         self._start_flush()  # sends the error; the ticker closes the channel
 
     def _start_flush(self) -> None:
-        task = asyncio.ensure_future(self._flush_dirty())
+        self._start(self._flush_dirty())
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -172,15 +192,21 @@ class Session:
     async def flush(self) -> None:
         """Send what the connection has to say, or queue it behind the send
         under way (``Outbox``); a peer too slow for it is cut off."""
-        data = self.conn.data_to_send()
-        if not data:
-            return
-        if self.outbox.put(data):
+        if self._send_or_queue():
             await self.outbox.pump()
-            return
+
+    def _send_or_queue(self) -> bool:
+        """What the connection has to say, sent now if the channel takes it
+        at once, else queued: True if it was queued (the caller pumps)."""
+        data = self.conn.data_to_send()
+        if not data or self.outbox.send_now(data):
+            return False
+        if self.outbox.put(data):
+            return True
         limit = self.outbox.limit
         self.conn.close(SlowConsumerError(f"more than {limit} bytes waiting to be sent"))
         self.channel.abort()  # it does not read: the error could not reach it anyway
+        return False
 
     def _take(self, data: bytes) -> bool:
         """Hand received bytes to the connection within the budget; False if

@@ -46,6 +46,15 @@ class StreamChannel:
         self.writer.write(data)
         await self.writer.drain()
 
+    def send_now(self, data: bytes) -> bool:
+        """Written at once if nothing is buffered before it (then the stream
+        is not paused, and ``send`` would not have waited either)."""
+        transport = self.writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        self.writer.write(data)
+        return True
+
     def abort(self) -> None:
         """Drop the connection now, discarding what is not yet written."""
         abort_transport(self.writer.transport)
