@@ -2,4 +2,5 @@
 
 from gether.cli.main import main
 
-main()
+if __name__ == "__main__":  # not when a worker process (snapshots) imports it again
+    main()

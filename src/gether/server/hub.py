@@ -30,11 +30,11 @@ from gether.errors import (
 )
 from gether.server.audit import AuditTrail
 from gether.server.authz import AuthorBook, Authorization
-from gether.store.base import EventStore, Snapshot, check_doc_id
+from gether.server.snapshots import SnapshotWorker, replica_from
+from gether.store.base import EventStore, check_doc_id
 from gether.sync.connection import Limits
 from gether.sync.fanout import SharedBatch, shared_batches
 from gether.sync.messages import VERSIONS
-from gether.sync.tracker import VersionTracker
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ class DocumentHub:
         """Mesh sessions: told of every document the hub opens."""
         self.authors = AuthorBook()
         self.audit = AuditTrail(store, self.config.audit)
+        self._snapshots = SnapshotWorker()
 
     # -- SyncHost (documents already loaded) ------------------------------------------
 
@@ -193,7 +194,8 @@ class DocumentHub:
 
     async def _load_document(self, doc_id: str) -> Document:
         snapshot = await self.store.load_snapshot(doc_id)
-        doc = await asyncio.to_thread(_replica_from, snapshot, self.signed(doc_id))
+        data = snapshot.data if snapshot is not None else None
+        doc = await asyncio.to_thread(replica_from, data, self.signed(doc_id))
         tail = await self.store.events(doc_id, doc.version)
         if tail:
             await asyncio.to_thread(doc._replay, tail)
@@ -398,14 +400,15 @@ class DocumentHub:
             tail = await self.store.events(doc_id, newest.version if newest else None)
             if not tail:
                 return
-
-            def build() -> Snapshot:
-                doc = _replica_from(newest, self.signed(doc_id))
-                reached = VersionTracker(doc.version)
-                reached.add(tail)
-                return Snapshot(reached.version(), doc.saved_with(tail))
-
-            await self.store.save_snapshot(doc_id, await asyncio.to_thread(build))
+            stored = [(event.body, event.signature) for event in tail]
+            signed = self.signed(doc_id)
+            built = await self._snapshots.build(newest, stored, signed)
+            if built is None:  # the last snapshot does not load: from the whole history
+                everything = await self.store.events(doc_id, None)
+                stored = [(event.body, event.signature) for event in everything]
+                built = await self._snapshots.build(None, stored, signed)
+            assert built is not None
+            await self.store.save_snapshot(doc_id, built)
         except GetherError as exc:
             log.warning("snapshot of %s failed: [%s] %s", doc_id, exc.code, exc)
 
@@ -414,6 +417,7 @@ class DocumentHub:
         it is the caller's)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self._snapshots.close()
         await self.audit.close()
 
 
@@ -421,13 +425,3 @@ def _log_callback_error(exc: Exception) -> None:
     """An on_change callback on a hosted document (a peer's application) failed:
     the events are applied all the same and must still be stored and relayed."""
     log.error("an on_change callback raised", exc_info=exc)
-
-
-def _replica_from(snapshot: Snapshot | None, signed: bool = True) -> Document:
-    """A replica that only checks and relays (it never edits)."""
-    if snapshot is not None:
-        try:
-            return Document.load(snapshot.data, signed=signed)
-        except GetherError as exc:  # a bad snapshot costs time, never data
-            log.warning("ignoring a snapshot that does not load: [%s] %s", exc.code, exc)
-    return Document(signed=signed)
