@@ -210,8 +210,10 @@ def encode_batch(
     batch_ids = {event.id for event in events}
     near_at: dict[EventId, int] = {}
     replicas = {event.id[0] for event in events}
+    placed: list[bool] = []  # per event: may its parents be named by place?
     for event in events:
         by_place = near is not None and (not runs or _sorted(event.parents))
+        placed.append(by_place)
         for parent_id, _ in event.parents:
             if by_place and parent_id in near_at:
                 continue
@@ -271,7 +273,7 @@ def encode_batch(
         highest: int | None = 0
         parents: list[Any] = []
         distances: list[int] = []  # near parents, with runs
-        by_place = not runs or _sorted(event.parents)
+        by_place = placed[position]
         for (p_replica, p_seq), digest in event.parents:
             back = near_at.get((p_replica, p_seq)) if by_place else None
             if back is not None:
