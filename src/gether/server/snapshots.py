@@ -37,29 +37,28 @@ Stored = tuple[bytes, bytes | None]
 """An event as the worker gets it: body and signature."""
 
 
+def _loaded(data: bytes, signed: bool) -> Document | None:
+    try:
+        return Document.load(data, signed=signed)
+    except GetherError as exc:  # a bad snapshot costs time, never data
+        log.warning("ignoring a snapshot that does not load: [%s] %s", exc.code, exc)
+        return None
+
+
 def replica_from(data: bytes | None, signed: bool = True) -> Document:
     """A replica that only checks and relays (it never edits), from a
     snapshot's bytes (None, or bytes that do not load: an empty one)."""
-    if data is not None:
-        try:
-            return Document.load(data, signed=signed)
-        except GetherError as exc:  # a bad snapshot costs time, never data
-            log.warning("ignoring a snapshot that does not load: [%s] %s", exc.code, exc)
-    return Document(signed=signed)
+    doc = _loaded(data, signed) if data is not None else None
+    return doc if doc is not None else Document(signed=signed)
 
 
 def build_snapshot(newest: bytes | None, tail: list[Stored], signed: bool) -> Snapshot | None:
     """The document of snapshot ``newest`` (None: empty) with the events of
     ``tail``, saved, and the version it covers; None if ``newest`` does not
     load (the tail alone may not apply: build from the whole history)."""
-    if newest is None:
-        doc = Document(signed=signed)
-    else:
-        try:
-            doc = Document.load(newest, signed=signed)
-        except GetherError as exc:
-            log.warning("ignoring a snapshot that does not load: [%s] %s", exc.code, exc)
-            return None
+    doc = Document(signed=signed) if newest is None else _loaded(newest, signed)
+    if doc is None:
+        return None
     events = [decode_body(body, signature) for body, signature in tail]
     reached = VersionTracker(doc.version)
     reached.add(events)
