@@ -90,8 +90,7 @@ async def main():
     worker = SnapshotWorker()
     doc = gether.Document("w", signed=False)
     doc.text("t").insert(0, "x")
-    stored = [(e.body, e.signature) for e in doc.events_since(None)]
-    assert await worker.build(None, stored, False) is not None
+    assert await worker.build(None, doc.events_since(None), False) is not None
     print(*worker._pool._processes, flush=True)
     time.sleep(60)
 

@@ -556,11 +556,7 @@ class Sequence:
             bi, ri = blocks.index(block), block.runs.index(left_run) + 1
         # Nothing concurrent between the origins (the usual case): the run
         # after `left` is `right`, or the end, and the new run goes there.
-        next_bi, next_ri = bi, ri
-        while next_ri >= len(blocks[next_bi].runs) and next_bi + 1 < len(blocks):
-            next_bi, next_ri = next_bi + 1, 0
-        runs = blocks[next_bi].runs
-        following = runs[next_ri] if next_ri < len(runs) else None
+        next_bi, next_ri, following = self._first_from(bi, ri)
         if _ends_at(following, right):
             return self._insert_at(
                 next_bi, next_ri, replica, counter, length, content, left, right, deleted
@@ -621,21 +617,21 @@ class Sequence:
         ):
             return None
         block = run.block
-        runs = block.runs
-        ri = runs.index(run) + 1
-        if ri < len(runs):
-            following: Run | None = runs[ri]
-        else:
-            blocks = self.blocks
-            bi = blocks.index(block) + 1
-            while bi < len(blocks) and not blocks[bi].runs:
-                bi += 1
-            following = blocks[bi].runs[0] if bi < len(blocks) else None
+        _, _, following = self._first_from(self.blocks.index(block), block.runs.index(run) + 1)
         if not _ends_at(following, right):
             return None
         self._cursor = (0, 0)
         self._extend(run, length, content)
         return run
+
+    def _first_from(self, bi: int, ri: int) -> tuple[int, int, Run | None]:
+        """The first run at or after run ``ri`` of block ``bi`` (past empty
+        blocks), and where it is; None: the end."""
+        blocks = self.blocks
+        while ri >= len(blocks[bi].runs) and bi + 1 < len(blocks):
+            bi, ri = bi + 1, 0
+        runs = blocks[bi].runs
+        return bi, ri, runs[ri] if ri < len(runs) else None
 
     def _insert_at(
         self,

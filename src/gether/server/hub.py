@@ -400,13 +400,11 @@ class DocumentHub:
             tail = await self.store.events(doc_id, newest.version if newest else None)
             if not tail:
                 return
-            stored = [(event.body, event.signature) for event in tail]
             signed = self.signed(doc_id)
-            built = await self._snapshots.build(newest, stored, signed)
+            built = await self._snapshots.build(newest, tail, signed)
             if built is None:  # the last snapshot does not load: from the whole history
                 everything = await self.store.events(doc_id, None)
-                stored = [(event.body, event.signature) for event in everything]
-                built = await self._snapshots.build(None, stored, signed)
+                built = await self._snapshots.build(None, everything, signed)
             assert built is not None
             await self.store.save_snapshot(doc_id, built)
         except GetherError as exc:

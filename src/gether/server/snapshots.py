@@ -22,10 +22,11 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from gether.core.event import decode_body
+from gether.core.event import Event, decode_body
 from gether.document import Document
 from gether.errors import GetherError, StorageError
 from gether.store.base import Snapshot
@@ -83,9 +84,10 @@ class SnapshotWorker:
         self._pool: ProcessPoolExecutor | None = None
 
     async def build(
-        self, newest: Snapshot | None, tail: list[Stored], signed: bool
+        self, newest: Snapshot | None, tail: Sequence[Event], signed: bool
     ) -> Snapshot | None:
-        """``build_snapshot`` in the worker; ``StorageError`` if the worker died."""
+        """``build_snapshot`` in the worker (sent the events' bodies and
+        signatures); ``StorageError`` if the worker died."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 1,
@@ -94,9 +96,10 @@ class SnapshotWorker:
                 initargs=(os.getpid(),),
             )
         data = newest.data if newest is not None else None
+        stored = [(event.body, event.signature) for event in tail]
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, build_snapshot, data, tail, signed)
+            return await loop.run_in_executor(self._pool, build_snapshot, data, stored, signed)
         except BrokenProcessPool as exc:
             self._pool = None  # the next snapshot starts another
             raise StorageError(f"the snapshot worker died: {exc}") from exc

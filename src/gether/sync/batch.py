@@ -600,37 +600,37 @@ def _record(
             raise DecodeError("malformed parents in a record")
         if len(raw) > 3 * MAX_PARENTS:  # before looking any of them up
             raise LimitExceededError(f"a record with over {MAX_PARENTS} parents")
+
+        def near_parent(distance: int) -> None:
+            """Take the parent ``distance`` back from ``near_base``."""
+            nonlocal highest
+            position = near_base - distance
+            if near_base < 0 or position < 0:
+                raise DecodeError("malformed near reference in a record")
+            assert sent is not None
+            near_id = sent(position)
+            if near_id is None:
+                raise UnknownParentError(f"no event sent at {position} is remembered here")
+            parent = find(near_id)
+            parents.append((near_id[0], near_id[1], parent.hash))
+            pairs.append((near_id, parent.hash))
+            if highest is not None and parent.lamport > highest:
+                highest = parent.lamport
+
         i = 0
-        near: list[int] = []  # distances back from near_base, in protocol 4
         ordered = budget is not None and near_base >= 0
-        if ordered:
+        if ordered:  # protocol 4: the near parents are the run's
             assert budget is not None
-            near, i = _run(raw, near_base, budget)
-        while i < len(raw) or near:
-            if near:
-                distance = near.pop()
-            else:
-                first = raw[i]
-                if type(first) is not int or first >= 0:
-                    distance = 0
-                elif ordered:  # protocol 4 names them only in the run
+            distances, i = _run(raw, near_base, budget)
+            for distance in distances:
+                near_parent(distance)
+        while i < len(raw):
+            first = raw[i]
+            if type(first) is int and first < 0:
+                if ordered:  # protocol 4 names them only in the run
                     raise DecodeError("malformed near reference in a record")
-                else:  # protocol 2-3: a near reference, in the parents' order
-                    distance = -first
-                    i += 1
-            if distance:
-                position = near_base - distance
-                if near_base < 0 or position < 0:
-                    raise DecodeError("malformed near reference in a record")
-                assert sent is not None
-                near_id = sent(position)
-                if near_id is None:
-                    raise UnknownParentError(f"no event sent at {position} is remembered here")
-                parent = find(near_id)
-                if highest is not None and parent.lamport > highest:
-                    highest = parent.lamport
-                parents.append((near_id[0], near_id[1], parent.hash))
-                pairs.append((near_id, parent.hash))
+                near_parent(-first)  # protocol 2-3: in the parents' order
+                i += 1
                 continue
             if i + 1 >= len(raw):
                 raise DecodeError("malformed parents in a record")
